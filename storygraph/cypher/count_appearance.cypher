@@ -1,0 +1,2 @@
+MATCH (n:Appearance {story_id: $story})
+RETURN count(n) AS n

@@ -1,0 +1,2 @@
+MATCH (n:Character {story_id: $story})
+RETURN count(n) AS n

@@ -1,0 +1,2 @@
+MATCH (n:Environment {story_id: $story})
+RETURN count(n) AS n

@@ -1,0 +1,2 @@
+MATCH (n:Scene {story_id: $story})
+RETURN count(n) AS n

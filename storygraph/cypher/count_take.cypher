@@ -1,0 +1,2 @@
+MATCH (n:Take {story_id: $story})
+RETURN count(n) AS n

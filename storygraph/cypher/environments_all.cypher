@@ -1,0 +1,3 @@
+MATCH (e:Environment {story_id: $story})
+RETURN e.id AS id, e.name AS name, e.description AS description, e.reference_path AS reference_path
+ORDER BY id

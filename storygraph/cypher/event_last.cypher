@@ -1,0 +1,2 @@
+MATCH (c:Counter {name: $story})
+RETURN c.value AS seq

@@ -1,0 +1,1 @@
+COPY Appearance FROM $data

@@ -1,0 +1,1 @@
+COPY APPEARS_IN FROM $data

@@ -1,0 +1,1 @@
+COPY Character FROM $data

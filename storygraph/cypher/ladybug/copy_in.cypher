@@ -1,0 +1,1 @@
+COPY `IN` FROM $data

@@ -1,0 +1,1 @@
+COPY NEXT FROM $data

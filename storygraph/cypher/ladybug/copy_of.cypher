@@ -1,0 +1,1 @@
+COPY OF FROM $data

@@ -1,0 +1,1 @@
+COPY Scene FROM $data

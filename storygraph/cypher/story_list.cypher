@@ -1,0 +1,3 @@
+MATCH (s:Story)
+RETURN s.id AS id, s.title AS title, s.source_path AS source_path, s.defaults AS defaults, s.created_at AS created_at
+ORDER BY id

@@ -1,0 +1,413 @@
+"""Story operations written once over named queries; each backend supplies transactions and a dialect.
+
+A backend subclass provides ``dialect``, ``_transaction(write)`` (a context manager yielding a callable
+``run(cypher, params) -> list[dict]`` that commits on success and rolls back on error), ``setup_schema``,
+``_user_query`` and ``close``. Everything else — loading a story, committing a take, the event log —
+lives here, so both backends behave the same by construction and the contract tests check it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Callable, Iterable, Iterator, Optional
+
+from ..domain import (
+    Appearance, Character, ConditionRecord, Environment, Event, GenerationDefaults, MemoryParams, Placement, Reference, SceneSpec,
+    Scores, Story, TRANSITION_KINDS, SCENE_STATUSES,
+)
+from ..timeline import place_scenes, transition_decay
+from . import queries
+from .readonly import check_read_only
+from .store import (
+    LoadSummary, QueryResult, SceneCommit, SceneContext, SceneRecord, StoreError, TakeRecord, TransitionRecord,
+)
+
+Run = Callable[[str, Optional[dict]], list]
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def take_key(scene_id: str, take: int) -> str:
+    return f"{scene_id}#take{take}"
+
+
+def _scene_row(spec: SceneSpec, p: Placement) -> dict:
+    return {
+        "id": spec.id, "title": spec.title, "action": spec.action, "characters": list(spec.characters),
+        "environment": spec.environment, "lighting": spec.lighting, "weather": spec.weather, "camera": spec.camera,
+        "width": spec.width, "height": spec.height, "frames": spec.frames,
+        "fps": None if spec.fps is None else float(spec.fps), "seed": spec.seed, "steps": spec.steps,
+        "guidance": None if spec.guidance is None else float(spec.guidance),
+        "negative_prompt": spec.negative_prompt,
+        "refs": json.dumps([asdict(r) for r in spec.references]),
+        "clock": float(p.clock), "branch": p.branch, "pos": int(p.pos), "parent_id": p.parent_id,
+        "lineage_branches": [b for b, _ in p.lineage], "lineage_upto": [int(u) for _, u in p.lineage],
+    }
+
+
+def scene_from_props(d: dict) -> SceneRecord:
+    refs = tuple(Reference(**r) for r in json.loads(d.get("refs") or "[]"))
+    spec = SceneSpec(
+        id=d["id"], action=d.get("action") or "", characters=tuple(d.get("characters") or ()),
+        environment=d.get("environment"), title=d.get("title") or "", lighting=d.get("lighting") or "",
+        weather=d.get("weather") or "", camera=d.get("camera") or "", width=d.get("width"), height=d.get("height"),
+        frames=d.get("frames"), fps=d.get("fps"), seed=d.get("seed"), steps=d.get("steps"),
+        guidance=d.get("guidance"), negative_prompt=d.get("negative_prompt"), references=refs,
+    )
+    lineage = tuple(zip(d.get("lineage_branches") or (), (int(u) for u in (d.get("lineage_upto") or ()))))
+    placement = Placement(d["id"], float(d.get("clock") or 0.0), d.get("branch") or d["id"], int(d.get("pos") or 0),
+                          d.get("parent_id"), lineage)
+    scores = Scores(
+        text_alignment=d.get("text_alignment"), subject_consistency=d.get("subject_consistency"),
+        background_consistency=d.get("background_consistency"), identity=d.get("identity"),
+        transition_smoothness=d.get("transition_smoothness"),
+    )
+    return SceneRecord(
+        spec=spec, placement=placement, status=d.get("status") or "planned", prompt=d.get("prompt"),
+        seed=d.get("seed"), video_path=d.get("video_path"), last_frame_path=d.get("last_frame_path"),
+        frames_dir=d.get("frames_dir"), scores=scores, chosen_take=d.get("chosen_take"),
+        takes=int(d.get("takes") or 0), notes=d.get("notes") or "",
+    )
+
+
+def take_from_props(d: dict) -> TakeRecord:
+    scores = Scores(
+        text_alignment=d.get("text_alignment"), subject_consistency=d.get("subject_consistency"),
+        background_consistency=d.get("background_consistency"), identity=d.get("identity"),
+        transition_smoothness=d.get("transition_smoothness"),
+        identity_by_character=json.loads(d.get("identity_by_character") or "{}"),
+    )
+    return TakeRecord(
+        scene_id=d["scene_id"], take=int(d["take"]), seed=int(d.get("seed") or 0), prompt=d.get("prompt") or "",
+        video_path=d.get("video_path") or "", last_frame_path=d.get("last_frame_path") or "",
+        frames_dir=d.get("frames_dir") or "", scores=scores, chosen=bool(d.get("chosen")),
+    )
+
+
+def appearance_from_row(d: dict) -> Appearance:
+    return Appearance(
+        id=d["id"], character_id=d["character_id"], scene_id=d["scene_id"], frame_index=int(d["frame_index"]),
+        frame_path=d["frame_path"], strength=float(d["strength"]), reinforced_clock=float(d["reinforced_clock"]),
+        identity_score=float(d["identity_score"]), clip=d.get("clip") or [], dino=d.get("dino") or [],
+        clock=float(d["clock"]), branch=d["branch"], pos=int(d["pos"]), take=int(d["take"]),
+        accepted=bool(d["accepted"]),
+    )
+
+
+def _finite(x):
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+class CypherStore:
+    """Shared implementation of :class:`~storygraph.graphdb.store.StoryStore` over named queries."""
+
+    backend = "?"
+    dialect = "?"
+
+    def __init__(self, story_id: Optional[str] = None, memory: Optional[MemoryParams] = None):
+        self.story_id = story_id
+        self.memory = memory or MemoryParams()
+
+    # -- backend hooks ---------------------------------------------------------------------------
+    def _transaction(self, write: bool):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _user_query(self, cypher: str, params: dict, timeout_s: Optional[float]) -> QueryResult:  # pragma: no cover
+        raise NotImplementedError
+
+    def _write_query(self, cypher: str, params: dict) -> QueryResult:
+        with self._transaction(write=True) as run:
+            rows = run(cypher, params)
+        cols = list(rows[0].keys()) if rows else []
+        return QueryResult(cols, [[r[c] for c in cols] for r in rows])
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def q(self, name: str) -> str:
+        return queries.load(name, self.dialect)
+
+    def _params(self, params: Optional[dict] = None) -> dict:
+        if self.story_id is None:
+            self._bind_story()
+        out = {"story": self.story_id}
+        if params:
+            out.update(params)
+        return out
+
+    def _bind_story(self) -> None:
+        with self._transaction(write=False) as run:
+            stories = run(self.q("story_list"), {})
+        if len(stories) == 1:
+            self.story_id = stories[0]["id"]
+        elif not stories:
+            raise StoreError("this graph holds no story yet: load a story file first (storygraph load STORY.yaml)")
+        else:
+            names = ", ".join(s["id"] for s in stories)
+            raise StoreError(f"this graph holds several stories ({names}): name one with --story")
+
+    def _read(self, name: str, params: Optional[dict] = None) -> list[dict]:
+        with self._transaction(write=False) as run:
+            return run(self.q(name), self._params(params))
+
+    # -- story structure -------------------------------------------------------------------------
+    def stories(self) -> list[dict]:
+        with self._transaction(write=False) as run:
+            return run(self.q("story_list"), {})
+
+    def story_meta(self) -> Optional[dict]:
+        rows = [s for s in self.stories() if self.story_id is None or s["id"] == self.story_id]
+        return rows[0] if len(rows) == 1 else None
+
+    def load_story(self, story: Story) -> LoadSummary:
+        if self.story_id is None:
+            self.story_id = story.id
+        elif self.story_id != story.id:
+            raise StoreError(f"this store is bound to story {self.story_id!r}, not {story.id!r}")
+        placements = place_scenes([s.id for s in story.scenes], list(story.transitions))
+        before = self._counts()
+        with self._transaction(write=True) as run:
+            p = self._params
+            run(self.q("story_upsert"), p({
+                "title": story.title, "source_path": story.source_path,
+                "defaults": json.dumps(asdict(story.defaults)), "now": now_iso()}))
+            self._write_structure(run, story.characters, story.environments,
+                                  [(s.resolved(story.defaults), placements[s.id]) for s in story.scenes],
+                                  story.transitions)
+        after = self._counts()
+        return LoadSummary(len(story.characters), len(story.environments), len(story.scenes),
+                           len(story.transitions), {k: after[k] - before.get(k, 0) for k in after})
+
+    def _write_structure(self, run: Run, characters, environments, scenes, transitions) -> None:
+        p = self._params
+        if characters:
+            run(self.q("characters_upsert"), p({"rows": [
+                {"id": c.id, "name": c.name, "description": c.description, "reference_path": c.reference_path,
+                 "decay_tau": _finite(c.decay_tau)} for c in characters]}))
+        if environments:
+            run(self.q("environments_upsert"), p({"rows": [
+                {"id": e.id, "name": e.name, "description": e.description, "reference_path": e.reference_path}
+                for e in environments]}))
+        if scenes:
+            ids = [spec.id for spec, _ in scenes]
+            run(self.q("scenes_upsert"), p({"rows": [_scene_row(s, pl) for s, pl in scenes], "now": now_iso()}))
+            run(self.q("scene_story_link"), p({"ids": ids}))
+            run(self.q("scene_environment_clear"), p({"ids": ids}))
+            run(self.q("scene_environment_link"), p({"ids": ids}))
+            run(self.q("appears_in_prune"), p({"ids": ids}))
+            rows = [{"scene": s.id, "character": c} for s, _ in scenes for c in s.characters]
+            if rows:
+                run(self.q("appears_in_plan"), p({"rows": rows, "strength": float(self.memory.strength_init)}))
+        if transitions:
+            run(self.q("transitions_upsert"), p({"rows": [
+                {"from_id": t.from_id, "to_id": t.to_id, "kind": t.kind, "gap": float(t.effective_gap),
+                 "decay": transition_decay(t.effective_gap, self.memory.tau_story)} for t in transitions]}))
+
+    def _counts(self) -> dict:
+        out = {}
+        with self._transaction(write=False) as run:
+            for label in ("Story", "Character", "Environment", "Scene", "Appearance", "Take", "Event"):
+                out[label] = self._count_label(run, label)
+        return out
+
+    def _count_label(self, run: Run, label: str) -> int:
+        return int(run(self.q(f"count_{label.lower()}"), {"story": self.story_id})[0]["n"])
+
+    def upsert_character(self, character: Character) -> None:
+        with self._transaction(write=True) as run:
+            self._write_structure(run, [character], [], [], [])
+
+    def upsert_environment(self, environment: Environment) -> None:
+        with self._transaction(write=True) as run:
+            self._write_structure(run, [], [environment], [], [])
+
+    def defaults(self) -> GenerationDefaults:
+        meta = self.story_meta()
+        return GenerationDefaults(**json.loads(meta["defaults"])) if meta and meta.get("defaults") else GenerationDefaults()
+
+    def upsert_scene(self, spec: SceneSpec, placement: Placement) -> None:
+        spec = spec.resolved(self.defaults())
+        with self._transaction(write=True) as run:
+            self._write_structure(run, [], [], [(spec, placement)], [])
+
+    def upsert_transition(self, transition: TransitionRecord) -> None:
+        if transition.kind not in TRANSITION_KINDS:
+            raise StoreError(f"unknown transition kind {transition.kind!r}")
+        with self._transaction(write=True) as run:
+            run(self.q("transitions_upsert"), self._params({"rows": [{
+                "from_id": transition.from_id, "to_id": transition.to_id, "kind": transition.kind,
+                "gap": float(transition.gap), "decay": float(transition.decay)}]}))
+
+    def characters(self) -> list[Character]:
+        return [Character(r["id"], r["name"], r["description"] or "", r["reference_path"], r["decay_tau"])
+                for r in self._read("characters_all")]
+
+    def environments(self) -> list[Environment]:
+        return [Environment(r["id"], r["description"] or "", r["name"] or "", r["reference_path"])
+                for r in self._read("environments_all")]
+
+    def transitions(self) -> list[TransitionRecord]:
+        return [TransitionRecord(r["from_id"], r["to_id"], r["kind"], r["gap"], r["decay"])
+                for r in self._read("transitions_all")]
+
+    # -- scenes ----------------------------------------------------------------------------------
+    def scene(self, scene_id: str) -> Optional[SceneRecord]:
+        rows = self._read("scene_get", {"id": scene_id})
+        return scene_from_props(rows[0]["scene"]) if rows else None
+
+    def scenes(self, status: Optional[str] = None) -> list[SceneRecord]:
+        if status is None:
+            rows = self._read("scenes_all")
+        else:
+            rows = self._read("scenes_by_status", {"status": status})
+        return [scene_from_props(r["scene"]) for r in rows]
+
+    def scene_context(self, scene_id: str) -> SceneContext:
+        with self._transaction(write=False) as run:
+            rows = run(self.q("scene_context"), self._params({"id": scene_id}))
+            if not rows:
+                raise StoreError(f"no scene {scene_id!r} in story {self.story_id!r}")
+            chars = run(self.q("scene_characters"), self._params({"id": scene_id}))
+        r = rows[0]
+        env = None
+        if r["env_id"] is not None:
+            env = Environment(r["env_id"], r["env_description"] or "", r["env_name"] or "", r["env_reference"])
+        parent = scene_from_props(r["parent"]) if r["parent"] else None
+        transition = None
+        if parent is not None:
+            transition = TransitionRecord(parent.id, scene_id, r["kind"], r["gap"], r["decay"])
+        characters = [Character(c["id"], c["name"], c["description"] or "", c["reference_path"], c["decay_tau"])
+                      for c in chars]
+        return SceneContext(scene_from_props(r["scene"]), characters, env, parent, transition)
+
+    def set_scene_status(self, scene_id: str, status: str, note: Optional[str] = None) -> int:
+        if status not in SCENE_STATUSES:
+            raise StoreError(f"unknown scene status {status!r}")
+        with self._transaction(write=True) as run:
+            rows = run(self.q("scene_set_status"), self._params({
+                "id": scene_id, "status": status, "note": f"{note}\n" if note else "", "now": now_iso()}))
+            if not rows:
+                raise StoreError(f"no scene {scene_id!r}")
+            return self._event(run, f"scene.{status}", scene_id, {"note": note} if note else None)
+
+    # -- memory ----------------------------------------------------------------------------------
+    def commit_take(self, commit: SceneCommit) -> int:
+        t = commit.take
+        key = take_key(t.scene_id, t.take)
+        p = self._params
+        with self._transaction(write=True) as run:
+            if run(self.q("take_exists"), p({"id": key})):
+                return self.last_event_seq_in(run)
+            s = t.scores
+            made = run(self.q("take_create"), p({
+                "id": key, "scene": t.scene_id, "take": int(t.take), "seed": int(t.seed), "prompt": t.prompt,
+                "video_path": t.video_path, "last_frame_path": t.last_frame_path, "frames_dir": t.frames_dir,
+                "text_alignment": _finite(s.text_alignment), "subject_consistency": _finite(s.subject_consistency),
+                "background_consistency": _finite(s.background_consistency), "identity": _finite(s.identity),
+                "transition_smoothness": _finite(s.transition_smoothness),
+                "identity_by_character": json.dumps(s.identity_by_character), "now": now_iso()}))
+            if not made:
+                raise StoreError(f"no scene {t.scene_id!r} to commit a take to")
+            if commit.appearances:
+                run(self.q("appearances_create"), p({"rows": [{
+                    "id": a.id, "character_id": a.character_id, "scene_id": a.scene_id, "take": int(a.take),
+                    "frame_index": int(a.frame_index), "frame_path": a.frame_path, "strength": float(a.strength),
+                    "reinforced_clock": float(a.reinforced_clock), "identity_score": float(a.identity_score),
+                    "clock": float(a.clock), "branch": a.branch, "pos": int(a.pos),
+                    "clip": [float(x) for x in a.clip], "dino": [float(x) for x in a.dino],
+                } for a in commit.appearances]}))
+            run(self.q("conditioned_on_clear"), p({"scene": t.scene_id, "take": int(t.take)}))
+            for kind, name in (("Appearance", "conditioned_on_appearance"), ("Scene", "conditioned_on_scene")):
+                rows = [{"target_id": c.target_id, "role": c.role, "frame_index": int(c.frame_index),
+                         "strength": float(c.strength), "score": _finite(c.score), "reason": c.reason}
+                        for c in commit.conditioned_on if c.target_kind == kind]
+                if rows:
+                    run(self.q(name), p({"scene": t.scene_id, "take": int(t.take), "rows": rows}))
+            if commit.reinforcements:
+                run(self.q("appearances_reinforce"), p({"rows": [
+                    {"id": i, "strength": float(st), "clock": float(ck)} for i, st, ck in commit.reinforcements]}))
+            if commit.choose:
+                self._choose(run, t.scene_id, t.take)
+            return self._event(run, "take.committed", t.scene_id, {"take": t.take, "chosen": commit.choose})
+
+    def _choose(self, run: Run, scene_id: str, take: int) -> None:
+        p = self._params({"scene": scene_id, "take": int(take), "now": now_iso()})
+        if not run(self.q("scene_choose_take"), p):
+            raise StoreError(f"scene {scene_id!r} has no take {take}")
+        run(self.q("appearances_accept"), p)
+        run(self.q("appears_in_observe"), p)
+
+    def choose_take(self, scene_id: str, take: int) -> int:
+        with self._transaction(write=True) as run:
+            self._choose(run, scene_id, take)
+            return self._event(run, "take.chosen", scene_id, {"take": take})
+
+    def takes(self, scene_id: str) -> list[TakeRecord]:
+        return [take_from_props(r["take"]) for r in self._read("takes_of_scene", {"scene": scene_id})]
+
+    def appearances(self, ids: Optional[Iterable[str]] = None, character_id: Optional[str] = None,
+                    accepted_only: bool = True, with_vectors: bool = True) -> list[Appearance]:
+        flags = {"accepted_only": accepted_only, "with_vectors": with_vectors}
+        if ids is not None:
+            ids = list(ids)
+            if not ids:
+                return []
+            rows = self._read("appearances_by_ids", {"ids": ids, **flags})
+        elif character_id is not None:
+            rows = self._read("appearances_by_character", {"character": character_id, **flags})
+        else:
+            rows = self._read("appearances_all", flags)
+        return [appearance_from_row(r) for r in rows]
+
+    def appearance_keys(self) -> Iterator[tuple[str, str]]:
+        for r in self._read("appearance_keys"):
+            yield r["id"], r["character_id"]
+
+    def conditioned_on(self, scene_id: str, take: Optional[int] = None) -> list[ConditionRecord]:
+        return [ConditionRecord(r["role"], r["target_kind"], r["target_id"], int(r["frame_index"]),
+                                float(r["strength"]), r["score"], r["reason"])
+                for r in self._read("conditioned_on_of_scene", {"scene": scene_id, "take": take})]
+
+    # -- events ----------------------------------------------------------------------------------
+    def _event(self, run: Run, kind: str, ref_id: str, payload: Optional[dict]) -> int:
+        rows = run(self.q("event_append"), self._params({
+            "kind": kind, "ref_id": ref_id, "at": now_iso(), "payload": json.dumps(payload or {})}))
+        return int(rows[0]["seq"])
+
+    def append_event(self, kind: str, ref_id: str, payload: Optional[dict] = None) -> int:
+        with self._transaction(write=True) as run:
+            return self._event(run, kind, ref_id, payload)
+
+    def events_since(self, seq: int, limit: int = 1000) -> list[Event]:
+        rows = self._read("events_since", {"seq": int(seq), "limit": int(limit)})
+        return [Event(int(r["seq"]), r["kind"], r["ref_id"], r["at"], r["payload"] or "{}") for r in rows]
+
+    def last_event_seq_in(self, run: Run) -> int:
+        rows = run(self.q("event_last"), self._params())
+        return int(rows[0]["seq"]) if rows and rows[0]["seq"] is not None else 0
+
+    def last_event_seq(self) -> int:
+        with self._transaction(write=False) as run:
+            return self.last_event_seq_in(run)
+
+    # -- Cypher ----------------------------------------------------------------------------------
+    def query(self, cypher: str, params: Optional[dict] = None, read_only: bool = True,
+              timeout_s: Optional[float] = None) -> QueryResult:
+        params = dict(params or {})
+        if read_only:
+            check_read_only(cypher)
+            return self._user_query(cypher, params, timeout_s)
+        return self._write_query(cypher, params)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,129 @@
+"""The default backend: an embedded LadybugDB database in a folder on disk.
+
+One process may open a database for writing; the viewer and the engine therefore share one
+``EmbeddedStore`` in one process. A lock serialises this process's threads on the one connection.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+from ..domain import MemoryParams
+from . import queries
+from .base import CypherStore
+from .store import QueryError, QueryResult, ReadOnlyViolation, StoreError
+
+def _rows(result) -> list[dict]:
+    cols = result.get_column_names()
+    return [dict(zip(cols, r)) for r in result.get_all()]
+
+
+class EmbeddedStore(CypherStore):
+    backend = "ladybug"
+    dialect = "ladybug"
+
+    def __init__(self, path, story_id: Optional[str] = None, memory: Optional[MemoryParams] = None,
+                 read_only: bool = False, create: bool = True):
+        super().__init__(story_id, memory)
+        import ladybug
+
+        self.path = Path(path)
+        db_path = self.path / "graph" if self.path.suffix == "" else self.path
+        if not create and not db_path.exists():
+            raise StoreError(f"no story graph at {db_path}")
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.db_path = db_path
+        try:
+            self._db = ladybug.Database(str(db_path), read_only=read_only)
+        except RuntimeError as e:
+            if "lock" in str(e).lower():
+                raise StoreError(
+                    f"{db_path} is open for writing in another process; LadybugDB allows one writer — "
+                    "run the viewer and the engine in one process (storygraph studio) or use Neo4j") from e
+            raise
+        self._conn = ladybug.Connection(self._db)
+        self._lock = threading.RLock()
+        self._read_only = read_only
+        if not read_only:
+            self.setup_schema()
+
+    def setup_schema(self) -> None:
+        with self._lock:
+            for stmt in queries.load("schema", self.dialect).split(";"):
+                if stmt.strip():
+                    self._conn.execute(stmt)
+
+    @contextmanager
+    def _transaction(self, write: bool):
+        with self._lock:
+            self._conn.execute("BEGIN TRANSACTION" if write and not self._read_only else "BEGIN TRANSACTION READ ONLY")
+
+            def run(cypher: str, params: Optional[dict] = None) -> list[dict]:
+                return _rows(self._conn.execute(cypher, params or {}))
+
+            try:
+                yield run
+            except BaseException:
+                try:
+                    self._conn.execute("ROLLBACK")
+                except RuntimeError:
+                    pass  # a failed statement may already have ended the transaction
+                raise
+            self._conn.execute("COMMIT")
+
+    def _user_query(self, cypher: str, params: dict, timeout_s: Optional[float]) -> QueryResult:
+        with self._lock:
+            if timeout_s:
+                self._conn.set_query_timeout(int(timeout_s * 1000))
+            try:
+                self._conn.execute("BEGIN TRANSACTION READ ONLY")
+                try:
+                    result = self._conn.execute(cypher, params)
+                    if isinstance(result, list):
+                        raise ReadOnlyViolation("read-only query refused: several statements")
+                    cols = result.get_column_names()
+                    rows = [list(r) for r in result.get_all()]
+                finally:
+                    try:
+                        self._conn.execute("ROLLBACK")
+                    except RuntimeError:
+                        pass
+            except ReadOnlyViolation:
+                raise
+            except RuntimeError as e:
+                msg = str(e)
+                if "read-only" in msg.lower() or "read only" in msg.lower():
+                    raise ReadOnlyViolation(f"read-only query refused: {msg}") from e
+                if msg.strip() == "Interrupted.":
+                    raise QueryError(f"query stopped after its time limit of {timeout_s:g} s") from e
+                raise QueryError(msg) from e
+            finally:
+                if timeout_s:
+                    self._conn.set_query_timeout(0)
+        return QueryResult(cols, rows)
+
+    def bulk_copy(self, table: str, data) -> None:
+        """Bulk-load a pyarrow table or pandas frame into node or relationship table ``table`` (COPY).
+
+        For benchmarks and imports of large synthetic stories: ~1 M rows per second where row-by-row
+        MERGE manages ~10 k. The caller supplies every column of the table in schema order.
+        """
+        if table not in _COPYABLE:
+            raise StoreError(f"cannot bulk-load table {table!r}")
+        with self._lock:
+            self._conn.execute(queries.load(f"copy_{table.lower()}", self.dialect), {"data": data})
+
+    def close(self) -> None:
+        with self._lock:
+            if getattr(self, "_conn", None) is not None:
+                self._conn.close()
+                self._conn = None
+            if getattr(self, "_db", None) is not None:
+                self._db.close()
+                self._db = None
+
+
+_COPYABLE = {"Scene", "Character", "Appearance", "APPEARS_IN", "NEXT", "HAS_SCENE", "OF", "IN"}

@@ -1,0 +1,164 @@
+"""The StoryStore protocol: every story-level operation the engine and the viewer need from a graph.
+
+Backends (``embedded.py`` for LadybugDB, ``neo4j.py`` for Neo4j) implement it with the named queries
+of ``storygraph/cypher``. Records returned here are plain dataclasses; nothing database-specific leaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Optional, Protocol, runtime_checkable
+
+from ..domain import (
+    Appearance, Character, ConditionRecord, Environment, Event, Placement, SceneSpec, Scores, Story,
+)
+
+
+class StoreError(RuntimeError):
+    """A graph operation failed."""
+
+
+class ReadOnlyViolation(StoreError):
+    """A query given to ``query(..., read_only=True)`` would write."""
+
+
+class QueryError(StoreError):
+    """A user query could not be parsed or run."""
+
+
+@dataclass
+class QueryResult:
+    columns: list[str]
+    rows: list[list[Any]]
+
+    def records(self) -> list[dict]:
+        return [dict(zip(self.columns, r)) for r in self.rows]
+
+
+@dataclass
+class SceneRecord:
+    """A scene as the graph holds it: the author's spec, its placement in story time, and its outcome."""
+
+    spec: SceneSpec
+    placement: Placement
+    status: str = "planned"
+    prompt: Optional[str] = None
+    seed: Optional[int] = None
+    video_path: Optional[str] = None
+    last_frame_path: Optional[str] = None
+    frames_dir: Optional[str] = None
+    scores: Scores = field(default_factory=Scores)
+    chosen_take: Optional[int] = None
+    takes: int = 0
+    notes: str = ""  # retries and failures, one per line
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def clock(self) -> float:
+        return self.placement.clock
+
+
+@dataclass
+class TransitionRecord:
+    from_id: str
+    to_id: str
+    kind: str
+    gap: float
+    decay: float
+
+
+@dataclass
+class SceneContext:
+    """What the engine reads before generating a scene."""
+
+    scene: SceneRecord
+    characters: list[Character]
+    environment: Optional[Environment]
+    parent: Optional[SceneRecord]
+    transition: Optional[TransitionRecord]
+
+
+@dataclass
+class TakeRecord:
+    scene_id: str
+    take: int
+    seed: int
+    prompt: str
+    video_path: str
+    last_frame_path: str
+    frames_dir: str
+    scores: Scores
+    chosen: bool = False
+
+
+@dataclass
+class SceneCommit:
+    """Everything one generated take writes, in one transaction."""
+
+    take: TakeRecord
+    appearances: list[Appearance]
+    conditioned_on: list[ConditionRecord]
+    # (appearance id, new strength, new reinforced clock) for memories this take used
+    reinforcements: list[tuple[str, float, float]] = field(default_factory=list)
+    # the take continues the timeline: scene gets its media and scores, status done
+    choose: bool = True
+
+
+@dataclass
+class LoadSummary:
+    characters: int
+    environments: int
+    scenes: int
+    transitions: int
+    created: dict = field(default_factory=dict)  # label -> how many nodes were new
+
+
+@runtime_checkable
+class StoryStore(Protocol):
+    backend: str  # "ladybug" | "neo4j"
+
+    def setup_schema(self) -> None: ...
+    def close(self) -> None: ...
+
+    # -- story structure -------------------------------------------------------------------------
+    def load_story(self, story: Story) -> LoadSummary:
+        """Write a whole story (idempotent: loading it twice changes nothing) in one transaction."""
+    def story_meta(self) -> Optional[dict]: ...
+    def upsert_character(self, character: Character) -> None: ...
+    def upsert_environment(self, environment: Environment) -> None: ...
+    def upsert_scene(self, spec: SceneSpec, placement: Placement) -> None: ...
+    def upsert_transition(self, transition: TransitionRecord) -> None: ...
+    def characters(self) -> list[Character]: ...
+    def environments(self) -> list[Environment]: ...
+    def transitions(self) -> list[TransitionRecord]: ...
+
+    # -- scenes ----------------------------------------------------------------------------------
+    def scene(self, scene_id: str) -> Optional[SceneRecord]: ...
+    def scenes(self, status: Optional[str] = None) -> list[SceneRecord]:
+        """All scenes (or those with ``status``), parents before children."""
+    def scene_context(self, scene_id: str) -> SceneContext: ...
+    def set_scene_status(self, scene_id: str, status: str, note: Optional[str] = None) -> int:
+        """Set status (and append ``note`` to the scene's notes); returns the Event seq it wrote."""
+
+    # -- memory ----------------------------------------------------------------------------------
+    def commit_take(self, commit: SceneCommit) -> int:
+        """Write a generated take in one transaction; returns the Event seq. Idempotent per (scene, take)."""
+    def choose_take(self, scene_id: str, take: int) -> int: ...
+    def takes(self, scene_id: str) -> list[TakeRecord]: ...
+    def appearances(self, ids: Optional[Iterable[str]] = None, character_id: Optional[str] = None,
+                    accepted_only: bool = True, with_vectors: bool = True) -> list[Appearance]: ...
+    def appearance_keys(self) -> Iterator[tuple[str, str]]:
+        """(appearance id, character id) of every accepted appearance: what the vector index must hold."""
+    def conditioned_on(self, scene_id: str) -> list[ConditionRecord]: ...
+
+    # -- events ----------------------------------------------------------------------------------
+    def append_event(self, kind: str, ref_id: str, payload: Optional[dict] = None) -> int: ...
+    def events_since(self, seq: int, limit: int = 1000) -> list[Event]: ...
+    def last_event_seq(self) -> int: ...
+
+    # -- Cypher ----------------------------------------------------------------------------------
+    def query(self, cypher: str, params: Optional[dict] = None, read_only: bool = True,
+              timeout_s: Optional[float] = None) -> QueryResult: ...
