@@ -118,14 +118,21 @@ class CypherStore:
         self.memory = memory or MemoryParams()
 
     # -- backend hooks ---------------------------------------------------------------------------
-    def _transaction(self, write: bool):  # pragma: no cover - abstract
+    def _backend_transaction(self, write: bool):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @contextmanager
+    def _transaction(self, write: bool):
+        if self.story_id is None:
+            self._bind_story()
+        with self._backend_transaction(write) as run:
+            yield run
 
     def _user_query(self, cypher: str, params: dict, timeout_s: Optional[float]) -> QueryResult:  # pragma: no cover
         raise NotImplementedError
 
     def _write_query(self, cypher: str, params: dict) -> QueryResult:
-        with self._transaction(write=True) as run:
+        with self._backend_transaction(write=True) as run:
             rows = run(cypher, params)
         cols = list(rows[0].keys()) if rows else []
         return QueryResult(cols, [[r[c] for c in cols] for r in rows])
@@ -136,20 +143,18 @@ class CypherStore:
 
     def _params(self, params: Optional[dict] = None) -> dict:
         if self.story_id is None:
-            self._bind_story()
+            raise StoreError("this graph holds no story yet: load a story file first (storygraph load STORY.yaml)")
         out = {"story": self.story_id}
         if params:
             out.update(params)
         return out
 
     def _bind_story(self) -> None:
-        with self._transaction(write=False) as run:
-            stories = run(self.q("story_list"), {})
+        """Bind to the graph's story when it holds exactly one; with none, stay unbound."""
+        stories = self.stories()
         if len(stories) == 1:
             self.story_id = stories[0]["id"]
-        elif not stories:
-            raise StoreError("this graph holds no story yet: load a story file first (storygraph load STORY.yaml)")
-        else:
+        elif len(stories) > 1:
             names = ", ".join(s["id"] for s in stories)
             raise StoreError(f"this graph holds several stories ({names}): name one with --story")
 
@@ -159,7 +164,7 @@ class CypherStore:
 
     # -- story structure -------------------------------------------------------------------------
     def stories(self) -> list[dict]:
-        with self._transaction(write=False) as run:
+        with self._backend_transaction(write=False) as run:
             return run(self.q("story_list"), {})
 
     def story_meta(self) -> Optional[dict]:

@@ -30,8 +30,8 @@ class EmbeddedStore(CypherStore):
         super().__init__(story_id, memory)
         import ladybug
 
-        self.path = Path(path)
-        db_path = self.path / "graph" if self.path.suffix == "" else self.path
+        self.path = Path(path)  # the story folder; the database lives in its graph/ subfolder
+        db_path = self.path / "graph"
         if not create and not db_path.exists():
             raise StoreError(f"no story graph at {db_path}")
         db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,7 +57,7 @@ class EmbeddedStore(CypherStore):
                     self._conn.execute(stmt)
 
     @contextmanager
-    def _transaction(self, write: bool):
+    def _backend_transaction(self, write: bool):
         with self._lock:
             self._conn.execute("BEGIN TRANSACTION" if write and not self._read_only else "BEGIN TRANSACTION READ ONLY")
 

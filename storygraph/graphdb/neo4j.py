@@ -1,0 +1,116 @@
+"""The Neo4j backend, through the official ``neo4j`` driver (Bolt).
+
+Use it when a story outgrows one machine or several viewers and engines must share it:
+``--graph neo4j://host:7687`` (or ``bolt://``, ``neo4j+s://``) with ``NEO4J_USER``/``NEO4J_PASSWORD``.
+Read-only queries are checked three times: lexically, by the query type Neo4j reports for an ``EXPLAIN``
+(only ``r`` passes), and by running them in a read transaction.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Optional
+
+from ..domain import MemoryParams
+from . import queries
+from .base import CypherStore
+from .store import QueryError, QueryResult, ReadOnlyViolation, StoreError
+
+NEO4J_SCHEMES = ("neo4j://", "neo4j+s://", "neo4j+ssc://", "bolt://", "bolt+s://", "bolt+ssc://")
+
+
+def is_neo4j_uri(graph: str) -> bool:
+    return str(graph).startswith(NEO4J_SCHEMES)
+
+
+def _plain(value):
+    """Driver values (nodes, temporal types) to plain Python."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if hasattr(value, "items") and hasattr(value, "element_id"):  # Node / Relationship
+        return {k: _plain(v) for k, v in value.items()}
+    if hasattr(value, "iso_format"):
+        return value.iso_format()
+    return value
+
+
+class Neo4jStore(CypherStore):
+    backend = "neo4j"
+    dialect = "neo4j"
+
+    def __init__(self, uri: str, story_id: Optional[str] = None, memory: Optional[MemoryParams] = None,
+                 user: Optional[str] = None, password: Optional[str] = None, database: Optional[str] = None,
+                 setup: bool = True):
+        super().__init__(story_id, memory)
+        import neo4j
+
+        self._neo4j = neo4j
+        user = user if user is not None else os.environ.get("NEO4J_USER", "neo4j")
+        password = password if password is not None else os.environ.get("NEO4J_PASSWORD", "")
+        self.uri = uri
+        self.database = database or os.environ.get("NEO4J_DATABASE") or None
+        self._driver = neo4j.GraphDatabase.driver(uri, auth=(user, password))
+        try:
+            self._driver.verify_connectivity()
+        except Exception as e:
+            self._driver.close()
+            raise StoreError(f"cannot reach Neo4j at {uri}: {e}") from e
+        if setup:
+            self.setup_schema()
+
+    def _session(self, write: bool):
+        mode = self._neo4j.WRITE_ACCESS if write else self._neo4j.READ_ACCESS
+        return self._driver.session(database=self.database, default_access_mode=mode)
+
+    def setup_schema(self) -> None:
+        with self._session(write=True) as session:
+            for stmt in queries.load("schema", self.dialect).split(";"):
+                if stmt.strip():
+                    session.run(stmt).consume()
+
+    @contextmanager
+    def _backend_transaction(self, write: bool):
+        with self._session(write) as session:
+            tx = session.begin_transaction()
+
+            def run(cypher: str, params: Optional[dict] = None) -> list[dict]:
+                return [{k: _plain(v) for k, v in rec.items()} for rec in tx.run(cypher, params or {})]
+
+            try:
+                yield run
+            except BaseException:
+                tx.rollback()
+                raise
+            tx.commit()
+
+    def _user_query(self, cypher: str, params: dict, timeout_s: Optional[float]) -> QueryResult:
+        neo4j = self._neo4j
+        try:
+            with self._session(write=False) as session:
+                summary = session.run("EXPLAIN " + cypher, params).consume()
+                if summary.query_type != "r":
+                    raise ReadOnlyViolation(
+                        f"read-only query refused: Neo4j classifies it as {summary.query_type!r}, not read-only ('r')")
+
+                def work(tx):
+                    result = tx.run(cypher, params)
+                    keys = list(result.keys())
+                    return keys, [[_plain(rec[k]) for k in keys] for rec in result]
+
+                tx_fn = neo4j.unit_of_work(timeout=timeout_s)(work) if timeout_s else work
+                cols, rows = session.execute_read(tx_fn)
+        except ReadOnlyViolation:
+            raise
+        except neo4j.exceptions.Neo4jError as e:
+            if "Write" in (e.code or "") or "AccessMode" in (e.code or ""):
+                raise ReadOnlyViolation(f"read-only query refused: {e.message}") from e
+            raise QueryError(e.message or str(e)) from e
+        return QueryResult(cols, rows)
+
+    def close(self) -> None:
+        if getattr(self, "_driver", None) is not None:
+            self._driver.close()
+            self._driver = None
