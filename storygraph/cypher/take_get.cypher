@@ -1,2 +1,0 @@
-MATCH (t:Take {story_id: $story, id: $id})
-RETURN properties(t) AS take

@@ -1,0 +1,190 @@
+"""The StoryStore contract, run against every backend: known answers for every named query."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from storygraph.domain import Appearance, Character, ConditionRecord, Environment, SceneSpec, Scores, Story, Transition
+from storygraph.graphdb import StoreError
+from storygraph.graphdb import queries
+from storygraph.graphdb.base import CypherStore
+from storygraph.graphdb.store import SceneCommit, TakeRecord, TransitionRecord
+
+USED: dict[str, set] = {"ladybug": set(), "neo4j": set()}
+
+
+@pytest.fixture(autouse=True)
+def record_queries(monkeypatch):
+    """Instrument (not replace) query lookup, so the last test can prove every named query ran here."""
+    original = CypherStore.q
+
+    def q(self, name):
+        USED[self.dialect].add(name)
+        return original(self, name)
+
+    monkeypatch.setattr(CypherStore, "q", q)
+
+
+def small_story() -> Story:
+    return Story(
+        "tiny", "Tiny",
+        characters=(Character("mara", "Mara", "red coat", decay_tau=12.0), Character("ivo", "Ivo", "grey beard")),
+        environments=(Environment("pier", "a wet pier", "Pier"), Environment("cabin", "a cabin")),
+        scenes=(
+            SceneSpec("a", "walks", ("mara",), "pier"),
+            SceneSpec("b", "runs", ("mara", "ivo"), "pier", seed=5),
+            SceneSpec("c", "sits", ("ivo",), "cabin"),
+            SceneSpec("d", "sleeps", ("ivo",)),
+        ),
+        transitions=(Transition("a", "b", "continuous"), Transition("b", "c", "cut", gap=3.0),
+                     Transition("b", "d", "time_skip")),
+    )
+
+
+def appearance(aid, char, scene, clock, branch="a", pos=0, take=0, strength=1.0, dim=4):
+    return Appearance(aid, char, scene, 2, f"/m/{aid}.png", strength, clock, 0.9, [0.5] * dim, [0.25] * dim,
+                      clock=clock, branch=branch, pos=pos, take=take)
+
+
+def commit(scene, take, apps, cond=(), choose=True, reinf=()):
+    return SceneCommit(TakeRecord(scene, take, 10 + take, f"prompt {scene} {take}", f"/m/{scene}/{take}.mp4",
+                                  f"/m/{scene}/{take}.png", f"/m/{scene}/{take}", Scores(0.3, 0.9, 0.8, 0.7, None,
+                                                                                           {"mara": 0.7})),
+                       list(apps), list(cond), list(reinf), choose)
+
+
+def test_load_is_idempotent_with_known_counts(store):
+    first = store.load_story(small_story())
+    assert first.created == {"Story": 1, "Character": 2, "Environment": 2, "Scene": 4, "Appearance": 0, "Take": 0,
+                             "Event": 0}
+    second = store.load_story(small_story())
+    assert set(second.created.values()) == {0}
+    rows = store.query("MATCH (c:Character)-[:APPEARS_IN]->(s:Scene) RETURN c.id AS c, count(s) AS n ORDER BY c").rows
+    assert rows == [["ivo", 3], ["mara", 2]]
+    assert [(t.from_id, t.to_id, t.kind, t.gap) for t in store.transitions()] == [
+        ("a", "b", "continuous", 1.0), ("b", "c", "cut", 3.0), ("b", "d", "time_skip", 10.0)]
+    assert math.isclose(store.transitions()[1].decay, math.exp(-3.0 / store.memory.tau_story))
+    assert [c.id for c in store.characters()] == ["ivo", "mara"]
+    assert store.characters()[1].decay_tau == 12.0
+    assert [(e.id, e.name) for e in store.environments()] == [("cabin", ""), ("pier", "Pier")]
+    assert store.story_meta()["title"] == "Tiny"
+
+
+def test_scenes_in_timeline_order_with_placement(store):
+    store.load_story(small_story())
+    scenes = store.scenes()
+    assert [s.id for s in scenes] == ["a", "b", "c", "d"]
+    by = {s.id: s for s in scenes}
+    assert (by["c"].clock, by["c"].placement.branch, by["c"].placement.pos) == (4.0, "a", 2)
+    assert (by["d"].clock, by["d"].placement.branch, by["d"].placement.lineage) == (11.0, "d", (("a", 1),))
+    assert by["b"].spec.seed == 5 and by["a"].spec.seed == 0  # defaults resolved at load
+    assert by["a"].spec.width == 768 and by["a"].status == "planned"
+    assert [s.id for s in store.scenes(status="planned")] == ["a", "b", "c", "d"]
+
+
+def test_reloading_a_changed_story_updates_links(store):
+    store.load_story(small_story())
+    s = small_story()
+    changed = Story(s.id, s.title, s.characters, s.environments,
+                    (s.scenes[0], SceneSpec("b", "runs", ("ivo",), "cabin"), *s.scenes[2:]), s.transitions)
+    store.load_story(changed)
+    ctx = store.scene_context("b")
+    assert [c.id for c in ctx.characters] == ["ivo"]
+    assert ctx.environment.id == "cabin"
+
+
+def test_scene_context_known_answer(store):
+    store.load_story(small_story())
+    ctx = store.scene_context("c")
+    assert ctx.scene.id == "c" and ctx.parent.id == "b"
+    assert (ctx.transition.kind, ctx.transition.gap) == ("cut", 3.0)
+    assert [c.id for c in ctx.characters] == ["ivo"]
+    assert ctx.environment.id == "cabin" and ctx.environment.description == "a cabin"
+    root = store.scene_context("a")
+    assert root.parent is None and root.transition is None
+    assert store.scene_context("d").environment is None
+    with pytest.raises(StoreError):
+        store.scene_context("nope")
+
+
+def test_commit_take_is_idempotent_and_writes_memory(store):
+    store.load_story(small_story())
+    app = appearance("a#0#mara", "mara", "a", 0.0)
+    c = commit("a", 0, [app], [ConditionRecord("reference", "Scene", "b", 0, 1.0, None, "why")])
+    seq1 = store.commit_take(c)
+    seq2 = store.commit_take(c)
+    assert seq1 == seq2
+    assert store._counts()["Appearance"] == 1 and store._counts()["Take"] == 1
+    scene = store.scene("a")
+    assert (scene.status, scene.chosen_take, scene.prompt, scene.takes) == ("done", 0, "prompt a 0", 1)
+    assert scene.scores.identity == 0.7
+    got = store.appearances(character_id="mara")
+    assert [a.id for a in got] == ["a#0#mara"] and got[0].accepted and len(got[0].clip) == 4
+    assert store.appearances(ids=["a#0#mara"], with_vectors=False)[0].clip == []
+    assert store.appearances(ids=[]) == []
+    assert [a.id for a in store.appearances()] == ["a#0#mara"]
+    assert list(store.appearance_keys()) == [("a#0#mara", "mara")]
+    assert store.conditioned_on("a") == [ConditionRecord("reference", "Scene", "b", 0, 1.0, None, "why")]
+    strength = store.query("MATCH (:Character {id: 'mara'})-[r:APPEARS_IN]->(:Scene {id: 'a'}) "
+                           "RETURN r.strength AS s, r.identity AS i").rows
+    assert strength == [[1.0, 0.9]]
+
+
+def test_takes_choose_and_reinforce(store):
+    store.load_story(small_story())
+    store.commit_take(commit("a", 0, [appearance("a#0#mara", "mara", "a", 0.0)]))
+    b0 = appearance("b#0#mara", "mara", "b", 1.0, pos=1, take=0)
+    b1 = appearance("b#1#mara", "mara", "b", 1.0, pos=1, take=1)
+    cond = [ConditionRecord("keyframe", "Appearance", "a#0#mara", 0, 0.6, 0.87, "nearest prior")]
+    store.commit_take(commit("b", 0, [b0], cond, choose=True, reinf=[("a#0#mara", 2.0, 1.0)]))
+    store.commit_take(commit("b", 1, [b1], [], choose=False))
+    assert [(t.take, t.chosen) for t in store.takes("b")] == [(0, True), (1, False)]
+    assert {a.id for a in store.appearances(character_id="mara")} == {"a#0#mara", "b#0#mara"}
+    assert len(store.appearances(character_id="mara", accepted_only=False)) == 3
+    reinforced = store.appearances(ids=["a#0#mara"])[0]
+    assert (reinforced.strength, reinforced.reinforced_clock) == (2.0, 1.0)
+    assert store.conditioned_on("b")[0].score == 0.87
+    assert store.conditioned_on("b", take=1) == []
+    store.choose_take("b", 1)
+    assert store.scene("b").chosen_take == 1 and store.scene("b").prompt == "prompt b 1"
+    assert {a.id for a in store.appearances(character_id="mara")} == {"a#0#mara", "b#1#mara"}
+    with pytest.raises(StoreError):
+        store.choose_take("b", 7)
+
+
+def test_events_are_monotonic_and_replayable(store):
+    store.load_story(small_story())
+    assert store.last_event_seq() == 0
+    seqs = [store.append_event("note", "a", {"i": i}) for i in range(5)]
+    seqs.append(store.set_scene_status("a", "generating", note="started"))
+    assert seqs == [1, 2, 3, 4, 5, 6]
+    assert [e.seq for e in store.events_since(2, limit=3)] == [3, 4, 5]
+    assert store.events_since(6) == []
+    assert store.last_event_seq() == 6
+    assert store.scene("a").status == "generating" and "started" in store.scene("a").notes
+    with pytest.raises(StoreError):
+        store.set_scene_status("a", "bogus")
+
+
+def test_single_upserts(store):
+    store.load_story(small_story())
+    store.upsert_character(Character("zed", "Zed", "new"))
+    store.upsert_environment(Environment("roof", "a roof"))
+    from storygraph.timeline import child_placement
+
+    parent = store.scene("c").placement
+    store.upsert_scene(SceneSpec("e", "climbs", ("zed",), "roof"), child_placement(parent, "e", 2.0, True))
+    store.upsert_transition(TransitionRecord("c", "e", "cut", 2.0, 0.8))
+    ctx = store.scene_context("e")
+    assert ctx.parent.id == "c" and [c.id for c in ctx.characters] == ["zed"] and ctx.environment.id == "roof"
+    assert ctx.scene.spec.width == 768  # defaults filled from the stored story
+
+
+def test_every_named_query_ran(backend):
+    """Runs last in this file: every query the backend has was exercised by the tests above."""
+    dialect = "ladybug" if backend == "ladybug" else "neo4j"
+    bulk_only = {n for n in queries.names() if n.startswith("copy_")} | {"schema"}
+    expected = set(queries.all_for(dialect)) - bulk_only
+    assert expected - USED[dialect] == set()
