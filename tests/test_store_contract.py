@@ -143,6 +143,8 @@ def test_takes_choose_and_reinforce(store):
     assert [(t.take, t.chosen) for t in store.takes("b")] == [(0, True), (1, False)]
     assert {a.id for a in store.appearances(character_id="mara")} == {"a#0#mara", "b#0#mara"}
     assert len(store.appearances(character_id="mara", accepted_only=False)) == 3
+    assert [(a.id, a.accepted) for a in store.appearances(scene_id="b", accepted_only=False)] == [
+        ("b#0#mara", True), ("b#1#mara", False)]
     reinforced = store.appearances(ids=["a#0#mara"])[0]
     assert (reinforced.strength, reinforced.reinforced_clock) == (2.0, 1.0)
     assert store.conditioned_on("b")[0].score == 0.87

@@ -358,9 +358,12 @@ class CypherStore:
         return [take_from_props(r["take"]) for r in self._read("takes_of_scene", {"scene": scene_id})]
 
     def appearances(self, ids: Optional[Iterable[str]] = None, character_id: Optional[str] = None,
-                    accepted_only: bool = True, with_vectors: bool = True) -> list[Appearance]:
+                    accepted_only: bool = True, with_vectors: bool = True,
+                    scene_id: Optional[str] = None) -> list[Appearance]:
         flags = {"accepted_only": accepted_only, "with_vectors": with_vectors}
-        if ids is not None:
+        if scene_id is not None:
+            rows = self._read("appearances_by_scene", {"scene": scene_id, **flags})
+        elif ids is not None:
             ids = list(ids)
             if not ids:
                 return []

@@ -6,6 +6,7 @@ One process may open a database for writing; the viewer and the engine therefore
 
 from __future__ import annotations
 
+import re
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -105,16 +106,32 @@ class EmbeddedStore(CypherStore):
                     self._conn.set_query_timeout(0)
         return QueryResult(cols, rows)
 
-    def bulk_copy(self, table: str, data) -> None:
-        """Bulk-load a pyarrow table or pandas frame into node or relationship table ``table`` (COPY).
+    def bulk_copy(self, table: str, columns: dict) -> None:
+        """Bulk-load rows into node or relationship table ``table`` with COPY.
 
         For benchmarks and imports of large synthetic stories: ~1 M rows per second where row-by-row
-        MERGE manages ~10 k. The caller supplies every column of the table in schema order.
+        MERGE manages ~10 k. ``columns`` maps column name to a list or pyarrow array (relationship tables
+        take ``from`` and ``to`` ids first); columns left out are NULL.
         """
+        import pyarrow as pa
+
         if table not in _COPYABLE:
             raise StoreError(f"cannot bulk-load table {table!r}")
+        names, types = _table_columns(table)
+        n = len(next(iter(columns.values())))
+        arrays = []
+        for name, typ in zip(names, types):
+            if name in columns:
+                arrays.append(pa.array(columns[name], type=typ) if not isinstance(columns[name], pa.Array)
+                              else columns[name])
+            else:
+                arrays.append(pa.nulls(n, type=typ))
+        unknown = set(columns) - set(names)
+        if unknown:
+            raise StoreError(f"table {table} has no column(s) {sorted(unknown)}")
         with self._lock:
-            self._conn.execute(queries.load(f"copy_{table.lower()}", self.dialect), {"data": data})
+            self._conn.execute(queries.load(f"copy_{table.lower()}", self.dialect),
+                               {"data": pa.table(arrays, names=names)})
 
     def close(self) -> None:
         with self._lock:
@@ -126,4 +143,29 @@ class EmbeddedStore(CypherStore):
                 self._db = None
 
 
-_COPYABLE = {"Scene", "Character", "Appearance", "APPEARS_IN", "NEXT", "HAS_SCENE", "OF", "IN"}
+_COPYABLE = {"Scene", "Character", "Environment", "Appearance", "APPEARS_IN", "NEXT", "HAS_SCENE", "SET_IN", "OF", "IN"}
+
+
+def _table_columns(table: str):
+    """Column names and arrow types of ``table``, read from the schema file (the one place they are declared)."""
+    import pyarrow as pa
+
+    types = {"STRING": pa.string(), "DOUBLE": pa.float64(), "INT64": pa.int64(), "BOOLEAN": pa.bool_(),
+             "STRING[]": pa.list_(pa.string()), "INT64[]": pa.list_(pa.int64()), "FLOAT[]": pa.list_(pa.float32())}
+    pattern = re.compile(r"CREATE (NODE|REL) TABLE IF NOT EXISTS `?(\w+)`?\((.*)\)\s*$")
+    for stmt in queries.load("schema", "ladybug").split(";"):
+        m = pattern.match(stmt.strip())
+        if not m or m.group(2) != table:
+            continue
+        names, arrow = [], []
+        if m.group(1) == "REL":
+            names, arrow = ["from", "to"], [pa.string(), pa.string()]
+        for part in m.group(3).split(","):
+            part = part.strip()
+            if part.startswith(("PRIMARY KEY", "FROM ")):
+                continue
+            name, typ = part.split()
+            names.append(name)
+            arrow.append(types[typ])
+        return names, arrow
+    raise StoreError(f"no table {table!r} in the schema")

@@ -1,0 +1,1 @@
+COPY Environment FROM $data

@@ -1,0 +1,1 @@
+COPY SET_IN FROM $data
