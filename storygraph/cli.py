@@ -24,7 +24,9 @@ def _console(stderr: bool = False):
 
 
 def _fail(message: str, code: int = EXIT_FAILED):
-    _console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    _console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     sys.exit(code)
 
 
@@ -34,7 +36,9 @@ def _load_story_or_exit(path: str):
     try:
         return load_story(path)
     except StoryFileError as e:
-        _console(stderr=True).print(f"[bold red]invalid story file[/] {e}", markup=True)
+        from rich.markup import escape
+
+        _console(stderr=True).print(f"[bold red]invalid story file[/] {escape(str(e))}", markup=True)
         sys.exit(EXIT_BAD_INPUT)
 
 
@@ -185,6 +189,211 @@ def show(graph, story_id, database):
         table.add_row(s.id, f"{s.clock:g}", s.placement.branch, s.status, ", ".join(s.spec.characters), ident,
                       s.spec.action)
     console.print(table)
+
+
+def _engine(directory, graph=None, story_id=None, database=None, config=None):
+    from .config import ConfigError
+    from .engine.engine import StoryEngine
+    from .graphdb import StoreError
+
+    try:
+        return StoryEngine(directory, graph=graph, config=config, story=story_id, database=database)
+    except (StoreError, ConfigError) as e:
+        _fail(str(e))
+
+
+def _run_with_progress(engine, takes=None, until=None, note: str = "") -> list:
+    """Run unfinished scenes with a rich progress bar per scene and per stage."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .engine.engine import STAGES
+
+    todo = [s for s in engine.store.scenes() if s.status != "done"]
+    console = _console()
+    if note:
+        console.print(f"[yellow]{note}[/]", markup=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        story_task = progress.add_task("story", total=len(todo))
+        stage_task = progress.add_task("", total=len(STAGES))
+
+        def on_stage(scene_id, stage, info):
+            if stage == "plan":
+                progress.update(stage_task, completed=0)
+            progress.update(stage_task, description=f"{scene_id}: {stage}", completed=STAGES.index(stage) + 1)
+            if stage == "commit":
+                progress.advance(story_task)
+
+        done = engine.run(until=until, takes=takes, progress=on_stage)
+    return done
+
+
+def _summary(engine) -> None:
+    scenes = engine.store.scenes()
+    by: dict = {}
+    for s in scenes:
+        by[s.status] = by.get(s.status, 0) + 1
+    _console().print(f"{len(scenes)} scenes: " + ", ".join(f"{n} {k}" for k, n in sorted(by.items())))
+    for s in scenes:
+        if s.status == "failed":
+            _console().print(f"[red]{s.id} failed:[/] {s.notes.strip().splitlines()[-1] if s.notes else ''}",
+                             markup=True)
+
+
+@main.command()
+@click.argument("story_file", type=click.Path(dir_okay=False))
+@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False),
+              help="story folder: media, vector index, storygraph.toml (and the embedded graph)")
+@click.option("--graph", default=None, help="neo4j://… to keep the graph in Neo4j (default: the story folder)")
+@click.option("--database", default=None, envvar="NEO4J_DATABASE", help="Neo4j database name")
+@click.option("--model", default=None, help="LTX-2 weights: a folder or hub id (overrides models.ltx2)")
+@click.option("--takes", type=int, default=None, help="takes per scene; the best continues the timeline")
+@click.option("--until", default=None, help="stop after this scene")
+def run(story_file, directory, graph, database, model, takes, until):
+    """Load a story and generate every scene in timeline order."""
+    from .config import Config, ConfigError
+
+    story = _load_story_or_exit(story_file)
+    try:
+        config = Config.load(directory) if Path(directory).exists() else Config()
+    except ConfigError as e:
+        _fail(str(e), EXIT_BAD_INPUT)
+    if model:
+        config = config.with_overrides(models={"ltx2": model})
+    engine = _engine(directory, graph, story.id, database, config)
+    try:
+        engine.load(story)
+        _run_with_progress(engine, takes=takes, until=until)
+        _summary(engine)
+    except Exception as e:  # noqa: BLE001 - a clear line for any model or graph error
+        _fail(f"{type(e).__name__}: {e}")
+    finally:
+        engine.close()
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.option("--graph", default=None, help="neo4j://… when the story's graph lives in Neo4j")
+@click.option("--story", "story_id", default=None)
+@click.option("--database", default=None, envvar="NEO4J_DATABASE")
+@click.option("--takes", type=int, default=None)
+def resume(directory, graph, story_id, database, takes):
+    """Finish a run that was stopped or killed, from the first unfinished scene."""
+    engine = _engine(directory, graph, story_id, database)
+    try:
+        _run_with_progress(engine, takes=takes)
+        _summary(engine)
+    except Exception as e:  # noqa: BLE001
+        _fail(f"{type(e).__name__}: {e}")
+    finally:
+        engine.close()
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.option("--graph", default=None)
+@click.option("--story", "story_id", default=None)
+@click.option("--format", "fmt", type=click.Choice(["ltx-trainer"]), default="ltx-trainer", show_default=True)
+@click.option("--out", default=None, help="output folder (default DIR/export)")
+@click.option("--min-identity", type=float, default=None)
+@click.option("--min-text-alignment", type=float, default=None)
+@click.option("--min-subject-consistency", type=float, default=None)
+@click.option("--min-transition-smoothness", type=float, default=None)
+@click.option("--ic-lora", is_flag=True, help="add each scene's parent video as reference_path (IC-LoRA)")
+def export(directory, graph, story_id, fmt, out, min_identity, min_text_alignment, min_subject_consistency,
+           min_transition_smoothness, ic_lora):
+    """Write a training set (dataset.json + videos, scores and embeddings beside it)."""
+    from .engine.export import ExportFilter, export_ltx_trainer
+
+    store = _open_store(graph or directory, story_id, None, create=False)
+    try:
+        result = export_ltx_trainer(store, out or Path(directory) / "export", ExportFilter(
+            min_identity, min_text_alignment, min_subject_consistency, min_transition_smoothness), ic_lora=ic_lora)
+    finally:
+        store.close()
+    _console().print(f"wrote {result['entries']} entries to {result['dir']}/dataset.json "
+                     f"({result['skipped']} skipped by the filters)")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.option("--graph", default=None)
+@click.option("--story", "story_id", default=None)
+@click.option("--out", default=None, help="output folder (default DIR/report)")
+def report(directory, graph, story_id, out):
+    """A PNG and an HTML page: identity per character and the other scores across the story."""
+    from .engine.report import write_report
+
+    store = _open_store(graph or directory, story_id, None, create=False)
+    try:
+        meta = store.story_meta() or {}
+        result = write_report(store, out or Path(directory) / "report", title=meta.get("title", ""))
+    finally:
+        store.close()
+    _console().print(f"wrote {result['html']} and {result['png']}")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False), default="storygraph-demo")
+@click.option("--overwrite", is_flag=True, help="replace DIRECTORY if it exists")
+def demo(directory, overwrite):
+    """The example story end to end with tiny random-weight models made on the spot (a smoke run)."""
+    import shutil
+    import time
+
+    from .engine import demo as demo_mod
+
+    d = Path(directory)
+    if d.exists() and any(d.iterdir()):
+        if not overwrite:
+            _fail(f"{d} exists and is not empty; pass --overwrite or another folder", EXIT_BAD_INPUT)
+        shutil.rmtree(d)
+    t0 = time.perf_counter()
+    console = _console()
+    console.print(f"[bold yellow]{demo_mod.SMOKE_NOTE}[/]", markup=True)
+    console.print("building tiny CLIP, DINOv2 and LTX-2 models from configs…")
+    config = demo_mod.prepare(d)
+    story = demo_mod.demo_story(_load_story_or_exit(str(demo_mod.example_story_path())))
+    engine = _engine(d, config=config)
+    try:
+        engine.load(story)
+        _run_with_progress(engine)
+        _summary(engine)
+        from .engine.report import write_report
+
+        write_report(engine.store, d / "report", title=f"{story.title} (smoke run)", note=demo_mod.SMOKE_NOTE)
+    finally:
+        engine.close()
+    console.print(f"done in {time.perf_counter() - t0:.1f} s: story in {d}, report in {d / 'report' / 'report.html'}\n"
+                  f"explore it: storygraph show --graph {d} · storygraph studio {d}")
+
+
+@main.group()
+def models():
+    """Model weights: what is configured and whether it is there."""
+
+
+@models.command("check")
+@click.option("--dir", "directory", default=".", type=click.Path(file_okay=False), help="story folder")
+def models_check_cmd(directory):
+    """List the configured encoder and generator models, whether their files are present, and the device."""
+    from rich.table import Table
+
+    from .config import Config, ConfigError
+    from .engine.models import models_check
+
+    try:
+        config = Config.load(directory)
+    except ConfigError as e:
+        _fail(str(e), EXIT_BAD_INPUT)
+    rows = models_check(config, story_dir=directory)
+    table = Table("model", "role", "source", "present", "device", "note")
+    for r in rows:
+        table.add_row(r["name"], r["role"], r["source"], "yes" if r["present"] else "[red]no[/]", r["device"],
+                      r.get("note", ""))
+    _console().print(table)
+    if not all(r["present"] for r in rows):
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,84 @@
+"""Training-set export for the LTX-2 trainer (``ltx-trainer``), filtered by score thresholds.
+
+Writes ``<out>/dataset.json`` — a list of ``{"caption", "media_path"}`` entries, the format its
+``process_dataset.py`` reads (``--caption-column caption --video-column media_path``) — with the videos
+copied under ``<out>/videos/``. With ``ic_lora=True`` each entry that has a parent scene also gets
+``reference_path``: the parent's video, so a video-to-video (IC-LoRA) run learns "continue this clip"
+(``--reference-column reference_path``). Beside it, ``scores.json`` holds every entry's scores and
+provenance, and ``embeddings.npz`` the CLIP and DINOv2 embeddings of the characters' appearances.
+
+Accepted takes are the ones that continue the timeline (the chosen take of each done scene).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class ExportFilter:
+    min_identity: Optional[float] = None
+    min_text_alignment: Optional[float] = None
+    min_subject_consistency: Optional[float] = None
+    min_transition_smoothness: Optional[float] = None
+
+    def accepts(self, scores) -> tuple[bool, str]:
+        for name in ("identity", "text_alignment", "subject_consistency", "transition_smoothness"):
+            limit = getattr(self, f"min_{name}")
+            value = getattr(scores, name)
+            if limit is not None and value is not None and value < limit:
+                return False, f"{name} {value:.3f} < {limit}"
+        return True, ""
+
+
+def export_ltx_trainer(store, out_dir, filters: ExportFilter = ExportFilter(), ic_lora: bool = False) -> dict:
+    import numpy as np
+
+    out = Path(out_dir)
+    videos = out / "videos"
+    videos.mkdir(parents=True, exist_ok=True)
+    scenes = {s.id: s for s in store.scenes()}
+    entries, details, skipped = [], [], []
+    emb_ids, clip, dino = [], [], []
+    copied: dict[str, str] = {}
+
+    def copy(scene) -> str:
+        if scene.id not in copied:
+            dest = videos / f"{scene.id}.mp4"
+            shutil.copyfile(scene.video_path, dest)
+            copied[scene.id] = str(dest.relative_to(out))
+        return copied[scene.id]
+
+    for scene in scenes.values():
+        if scene.status != "done" or not scene.video_path or not Path(scene.video_path).exists():
+            continue
+        ok, why = filters.accepts(scene.scores)
+        if not ok:
+            skipped.append({"scene": scene.id, "why": why})
+            continue
+        entry = {"caption": scene.prompt, "media_path": copy(scene)}
+        parent = scenes.get(scene.placement.parent_id) if scene.placement.parent_id else None
+        if ic_lora:
+            if parent is None or parent.status != "done" or not parent.video_path:
+                skipped.append({"scene": scene.id, "why": "no generated parent to use as reference"})
+                continue
+            entry["reference_path"] = copy(parent)
+        entries.append(entry)
+        details.append({"scene": scene.id, "take": scene.chosen_take, "media_path": entry["media_path"],
+                        "scores": scene.scores.as_dict(),
+                        "conditioned_on": [c.__dict__ for c in store.conditioned_on(scene.id)]})
+        for a in store.appearances(scene_id=scene.id):
+            emb_ids.append(a.id)
+            clip.append(a.clip)
+            dino.append(a.dino)
+    (out / "dataset.json").write_text(json.dumps(entries, indent=2, ensure_ascii=False), encoding="utf-8")
+    (out / "scores.json").write_text(json.dumps({"entries": details, "skipped": skipped}, indent=2,
+                                                ensure_ascii=False), encoding="utf-8")
+    np.savez(out / "embeddings.npz", ids=np.array(emb_ids, dtype=str),
+             clip=np.asarray(clip, dtype=np.float32).reshape(len(emb_ids), -1),
+             dino=np.asarray(dino, dtype=np.float32).reshape(len(emb_ids), -1))
+    return {"entries": len(entries), "skipped": len(skipped), "dir": str(out)}

@@ -1,0 +1,81 @@
+"""``storygraph report``: a PNG chart and an HTML page of a story's scores, scene by scene.
+
+One line per character for identity across story time (its appearances on the main timeline and its
+branches), and the scene-level scores (text alignment, subject and background consistency, transition
+smoothness), with a thumbnail of every generated scene.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+SCENE_SCORES = ("text_alignment", "subject_consistency", "background_consistency", "transition_smoothness")
+
+
+def write_report(store, out_dir, title: str = "", note: str = "") -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    out = Path(out_dir)
+    thumbs = out / "thumbs"
+    thumbs.mkdir(parents=True, exist_ok=True)
+    scenes = store.scenes()
+    done = [s for s in scenes if s.status == "done"]
+    characters = store.characters()
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
+    for c in characters:
+        apps = sorted(store.appearances(character_id=c.id, with_vectors=False), key=lambda a: a.clock)
+        if apps:
+            ax1.plot([a.clock for a in apps], [a.identity_score for a in apps], marker="o", label=c.name)
+    ax1.set_ylabel("identity (DINOv2 cosine)")
+    ax1.legend(loc="lower left", fontsize=8)
+    ax1.grid(alpha=0.3)
+    for name in SCENE_SCORES:
+        pts = [(s.clock, getattr(s.scores, name)) for s in done if getattr(s.scores, name) is not None]
+        if pts:
+            ax2.plot(*zip(*pts), marker=".", label=name.replace("_", " "))
+    ax2.set_xlabel("story clock")
+    ax2.set_ylabel("score")
+    ax2.legend(loc="lower left", fontsize=8)
+    ax2.grid(alpha=0.3)
+    fig.suptitle(title or "storygraph report")
+    fig.tight_layout()
+    png = out / "report.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+    rows = []
+    for s in scenes:
+        thumb = ""
+        if s.last_frame_path and os.path.exists(s.last_frame_path):
+            dest = thumbs / f"{s.id}.png"
+            img = Image.open(s.last_frame_path).convert("RGB")
+            img.thumbnail((160, 160))
+            img.save(dest)
+            thumb = f'<img src="thumbs/{html.escape(dest.name)}" alt="">'
+        cells = "".join(
+            f"<td>{'' if getattr(s.scores, n) is None else f'{getattr(s.scores, n):.3f}'}</td>"
+            for n in ("identity",) + SCENE_SCORES)
+        rows.append(f"<tr><td>{thumb}</td><td>{html.escape(s.id)}</td><td>{s.clock:g}</td>"
+                    f"<td>{html.escape(s.placement.branch)}</td><td>{html.escape(s.status)}</td>{cells}"
+                    f"<td class=p>{html.escape(s.prompt or s.spec.action)}</td></tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("", "scene", "clock", "branch", "status", "identity",
+                                             *(n.replace("_", " ") for n in SCENE_SCORES), "prompt"))
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title or 'report')}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border-bottom:1px solid #ddd;padding:4px 8px;vertical-align:top;font-size:13px}}td.p{{max-width:40em}}
+.note{{background:#fff4d6;padding:.5em 1em;border-radius:4px}}</style></head><body>
+<h1>{html.escape(title or 'storygraph report')}</h1>
+{f'<p class="note">{html.escape(note)}</p>' if note else ''}
+<p>{len(done)} of {len(scenes)} scenes generated.</p>
+<img src="report.png" alt="identity and scores across story time" style="max-width:100%">
+<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></body></html>"""
+    page_path = out / "report.html"
+    page_path.write_text(page, encoding="utf-8")
+    return {"png": str(png), "html": str(page_path), "scenes": len(scenes), "done": len(done)}
