@@ -20,7 +20,10 @@ GRAPH_HELP = "story folder (embedded LadybugDB) or neo4j://host:7687 (also bolt:
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal:  # piped: wide enough that tables keep their ids whole
+        console = Console(stderr=stderr, highlight=False, soft_wrap=True, width=200)
+    return console
 
 
 def _fail(message: str, code: int = EXIT_FAILED):

@@ -1,0 +1,19 @@
+"""Crash points for crash tests: ``STORYGRAPH_CRASH_AT=<name>`` kills the process with SIGKILL at that point.
+
+The engine and the store call ``crash_point`` at the boundaries whose recovery the tests prove: before
+generating, after generating and before the commit, inside the commit transaction, after the commit and
+before the vector index is saved. Unset (always, outside tests) it costs one environment lookup.
+"""
+
+from __future__ import annotations
+
+import os
+
+POINTS = ("before_generate", "after_generate", "during_commit", "after_commit", "after_index")
+
+
+def crash_point(name: str) -> None:
+    if os.environ.get("STORYGRAPH_CRASH_AT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
