@@ -37,8 +37,14 @@ def demo_story(story: Story, defaults: GenerationDefaults = DEMO_DEFAULTS) -> St
 
 def prepare(story_dir) -> Config:
     """Build the tiny models under ``<story_dir>/models`` and write a storygraph.toml that uses them."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
     from .tiny.encoders import make_encoders
     from .tiny.ltx2 import make_ltx2
+
+    transformers_logging.disable_progress_bar()  # a smoke run's output is the story, not loader bars
+    diffusers_logging.disable_progress_bar()
 
     d = Path(story_dir)
     models = d / "models"

@@ -19,6 +19,7 @@ from ..domain import (
     Appearance, Character, ConditionRecord, Environment, Event, GenerationDefaults, MemoryParams, Placement, Reference, SceneSpec,
     Scores, Story, TRANSITION_KINDS, SCENE_STATUSES,
 )
+from ..faults import crash_point
 from ..timeline import place_scenes, transition_decay
 from . import queries
 from .readonly import check_read_only
@@ -320,6 +321,7 @@ class CypherStore:
                 "identity_by_character": json.dumps(s.identity_by_character), "now": now_iso()}))
             if not made:
                 raise StoreError(f"no scene {t.scene_id!r} to commit a take to")
+            crash_point("during_commit")
             if commit.appearances:
                 run(self.q("appearances_create"), p({"rows": [{
                     "id": a.id, "character_id": a.character_id, "scene_id": a.scene_id, "take": int(a.take),

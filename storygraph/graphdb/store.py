@@ -69,6 +69,10 @@ class TransitionRecord:
     gap: float
     decay: float
 
+    @property
+    def effective_gap(self) -> float:  # the stored gap is already resolved
+        return self.gap
+
 
 @dataclass
 class SceneContext:

@@ -1,0 +1,616 @@
+"""LTX-2 video (and audio) generation through diffusers' ``LTX2ConditionPipeline``.
+
+``LTX2Generator.from_pretrained(path_or_id)`` loads the pipeline from a local diffusers folder or a hub
+id (only local folders and the Hugging Face cache with ``HF_HUB_OFFLINE=1``); a missing model raises
+``ModelNotFound`` whose message says to download ``Lightricks/LTX-2`` in diffusers form and to point
+``models.ltx2`` in ``<story dir>/storygraph.toml`` at the folder.
+
+What a call does:
+
+* conditions (:class:`ConditionInput`, output-frame indices) become ``LTX2VideoCondition``s at latent
+  indices (LTX-2 places a condition on the 8-frame latent grid: frame 0, then frames 1, 9, 17, ...);
+* the prompt is encoded once (Gemma 3 + the text connectors) and reused by both stages;
+* presets: ``distilled`` (8 steps on the distilled sigma schedule, guidance 1) and ``full`` (40 steps,
+  classifier-free guidance 4); both leave spatio-temporal and modality guidance off;
+* with a latent upsampler, stage 1 runs at half size, the latents are upsampled 2x, and stage 2 refines
+  them for 3 steps on the distilled stage-2 schedule at the requested size; memory is released
+  between stages;
+* bf16 on CUDA (float32 on the CPU); model or sequential CPU offload and VAE tiling are options;
+* a CUDA out-of-memory error is retried: first with VAE tiling, then model offload, then sequential
+  offload, then at a lower size (0.75x per side, then fewer frames). Each retry is a line in
+  ``GenerationResult.attempts``; the scene is only given up (``GenerationFailed``) when every step ran out;
+* VAE-encoded condition latents are cached by the content of their frames and the target size, so a
+  retry, another take, or a memory reused by a later scene skips the VAE encoder;
+* ``on_step(step)`` is called after every denoising step: the engine's progress hook, and the seam the
+  tests use to inject a real ``torch.OutOfMemoryError``.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from collections import OrderedDict, defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, Optional, Union
+
+from .base import AudioTrack, ConditionInput, GenerationFailed, GenerationRequest, GenerationResult
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sampling settings. ``steps``/``guidance`` are the preset's recommended request values."""
+
+    name: str
+    steps: int
+    guidance: float
+    distilled_sigmas: bool  # stage 1 follows LTX-2's distilled sigma list (when steps match its length)
+    stage2_steps: int = 3  # upsampler second stage, on the distilled stage-2 schedule
+    call_kwargs: dict = field(default_factory=dict)
+
+    def request(self, prompt: str, **kwargs) -> GenerationRequest:
+        """A request carrying this preset's steps and guidance."""
+        kwargs.setdefault("steps", self.steps)
+        kwargs.setdefault("guidance", self.guidance)
+        return GenerationRequest(prompt=prompt, **kwargs)
+
+
+_NO_EXTRA_GUIDANCE = {"stg_scale": 0.0, "audio_stg_scale": 0.0, "modality_scale": 1.0, "audio_modality_scale": 1.0,
+                      "guidance_rescale": 0.0, "audio_guidance_rescale": 0.0, "spatio_temporal_guidance_blocks": None}
+
+PRESETS = {
+    "distilled": Preset("distilled", steps=8, guidance=1.0, distilled_sigmas=True, call_kwargs=_NO_EXTRA_GUIDANCE),
+    "full": Preset("full", steps=40, guidance=4.0, distilled_sigmas=False, call_kwargs=_NO_EXTRA_GUIDANCE),
+}
+
+OFFLOAD_MODES = (None, "model", "sequential")
+
+_DIFFUSERS_FORM = "LTX-2 is loaded in diffusers form (the Lightricks/LTX-2 folder with model_index.json)"
+
+
+class _Clock:
+    """Per-stage wall time; on CUDA each boundary synchronises so GPU work is charged to its stage."""
+
+    def __init__(self, torch, cuda: bool):
+        self.torch = torch
+        self.cuda = cuda
+        self.t = defaultdict(float)
+        self.current = "setup"
+        self.failed_in: Optional[str] = None
+        self.cache_hits = 0
+
+    def now(self) -> float:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+        return time.perf_counter()
+
+    @contextmanager
+    def stage(self, name: str):
+        prev, self.current = self.current, name
+        t0 = self.now()
+        try:
+            yield
+        except BaseException:
+            self.failed_in = self.failed_in or name.removesuffix("_s")
+            raise
+        finally:
+            self.t[name] += self.now() - t0
+            self.current = prev
+
+
+class LTX2Generator:
+    """A :class:`~storygraph.engine.generators.base.Generator` running LTX-2 through diffusers."""
+
+    name = "ltx2"
+
+    def __init__(self, pipe, *, device: Optional[str] = None, dtype=None, offload: Optional[str] = None,
+                 vae_tiling: bool = False, upsampler=None, preset: Union[str, Preset] = "distilled",
+                 cache_condition_latents: bool = True, cache_size: int = 32,
+                 on_step: Optional[Callable[[int], None]] = None,
+                 prompt_encoder: Optional[Callable] = None, max_sequence_length: Optional[int] = None,
+                 max_downsizes: int = 3, source: str = ""):
+        import torch
+
+        if offload not in OFFLOAD_MODES:
+            raise ValueError(f"offload must be one of {OFFLOAD_MODES}, got {offload!r}")
+        self.pipe = pipe
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.cuda = self.device.type == "cuda"
+        self.dtype = dtype or (torch.bfloat16 if self.cuda else torch.float32)
+        self.offload = offload if self.cuda else None  # offload moves weights to the CPU: moot on the CPU
+        self.vae_tiling = bool(vae_tiling)
+        self.upsampler = upsampler
+        self.preset = PRESETS[preset] if isinstance(preset, str) else preset
+        self.cache_condition_latents = cache_condition_latents
+        self.cache_size = cache_size
+        self._latent_cache: "OrderedDict[tuple, Any]" = OrderedDict()
+        self.cache_hits = 0
+        self.on_step = on_step
+        self.prompt_encoder = prompt_encoder
+        self.max_sequence_length = max_sequence_length
+        self.max_downsizes = max_downsizes
+        self.source = source
+        self._downsizes = 0
+        self._base_scheduler = pipe.scheduler
+        pipe.set_progress_bar_config(disable=True)
+        self._place()
+        if self.vae_tiling:
+            pipe.vae.enable_tiling()
+
+    # ------------------------------------------------------------------------------------------------
+    # loading
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: Union[str, os.PathLike], device: Optional[str] = None, dtype=None,
+                        offload: Optional[str] = None, vae_tiling: bool = False, upsampler=None,
+                        base_dir: Optional[Union[str, os.PathLike]] = None, **kwargs) -> "LTX2Generator":
+        """Load LTX-2 (diffusers form) from a folder or hub id.
+
+        ``upsampler``: None (one stage), True (the ``latent_upsampler`` folder inside the model, as
+        ``Lightricks/LTX-2`` ships it), a folder or hub id of an ``LTX2LatentUpsamplerModel`` (or of a
+        pipeline folder holding ``latent_upsampler/``), or a loaded model. Relative folders resolve against
+        ``base_dir`` (the story dir). Raises ``ModelNotFound`` when the weights are not here.
+        """
+        import torch
+        from diffusers import LTX2ConditionPipeline
+
+        from ..encoders import ModelNotFound, hub_offline, looks_like_hub_id, resolve_source
+
+        source = resolve_source(path_or_id, base_dir)
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+        if os.path.isdir(source):
+            if not (Path(source) / "model_index.json").exists():
+                raise ModelNotFound("ltx2", source, "the folder has no model_index.json: " + _DIFFUSERS_FORM)
+        elif not looks_like_hub_id(source):
+            raise ModelNotFound("ltx2", source, "no such folder; " + _DIFFUSERS_FORM)
+        load_kw = {"dtype": dtype}
+        if hub_offline():
+            load_kw["local_files_only"] = True
+        try:
+            pipe = LTX2ConditionPipeline.from_pretrained(source, **load_kw)
+        except (OSError, ValueError) as exc:  # hub errors derive from these
+            if os.path.isdir(source):
+                raise  # the files are here but broken: not a missing model
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise ModelNotFound("ltx2", source, f"{type(exc).__name__}: {first}; {_DIFFUSERS_FORM}") from exc
+        up = None
+        if upsampler is not None and upsampler is not False and upsampler != "":
+            up = load_upsampler(upsampler, source, base_dir, dtype)
+        return cls(pipe, device=str(dev), dtype=dtype, offload=offload, vae_tiling=vae_tiling, upsampler=up,
+                   source=source, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------
+    # placement and memory
+
+    def _place(self) -> None:
+        pipe = self.pipe
+        if self.offload == "model":
+            pipe.enable_model_cpu_offload(device=self.device)
+        elif self.offload == "sequential":
+            pipe.enable_sequential_cpu_offload(device=self.device)
+        else:
+            pipe.to(self.device)
+        if self.upsampler is not None:
+            self.upsampler.to("cpu" if self.offload else self.device)
+
+    def release(self) -> None:
+        """Give cached allocator blocks back between stages and after a failure (CUDA only)."""
+        if self.cuda:
+            import torch
+
+            gc.collect()
+            torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        """Drop the pipeline and free its memory."""
+        self.pipe = None
+        self.upsampler = None
+        self._latent_cache.clear()
+        self.release()
+
+    # ------------------------------------------------------------------------------------------------
+    # generation
+
+    @property
+    def temporal_stride(self) -> int:
+        return int(self.pipe.vae_temporal_compression_ratio)
+
+    @property
+    def size_multiple(self) -> int:
+        # the pipeline wants multiples of 32; with a 2x upsampler stage 1 runs at half size
+        return 64 if self.upsampler is not None else 32
+
+    def normalise(self, request: GenerationRequest) -> GenerationRequest:
+        """The request with a size the pipeline accepts: sides rounded down to the size multiple, frames to
+        8k+1 (the VAE's temporal grid)."""
+        m, s = self.size_multiple, self.temporal_stride
+        w = max(m, int(request.width) // m * m)
+        h = max(m, int(request.height) // m * m)
+        f = max(1, (int(request.frames) - 1) // s * s + 1)
+        return replace(request, width=w, height=h, frames=f, steps=max(1, int(request.steps)))
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        import torch
+
+        req = self.normalise(request)
+        attempts: list = []
+        self._downsizes = 0
+        while True:
+            failed_at = None
+            try:
+                result = self._run(req)
+            except torch.OutOfMemoryError:
+                failed_at = self._stage
+            if failed_at is None:
+                result.attempts = attempts
+                if (req.width, req.height, req.frames) != (request.width, request.height, request.frames):
+                    result.settings["requested"] = f"{request.width}x{request.height}x{request.frames}"
+                return result
+            self.release()
+            size_before = req.size()
+            step = self._fallback(req)
+            if step is None:
+                attempts.append(f"CUDA out of memory at {size_before} during {failed_at}; nothing left to try")
+                raise GenerationFailed(f"LTX-2 ran out of memory at every fallback for {request.size()}", attempts)
+            what, req = step
+            attempts.append(f"CUDA out of memory at {size_before} during {failed_at}; retrying with {what}")
+
+    def _fallback(self, req: GenerationRequest):
+        """The next change after an out-of-memory error, applied: ``(description, request)`` or None."""
+        if not self.vae_tiling:
+            self.vae_tiling = True
+            self.pipe.vae.enable_tiling()
+            return "VAE tiling", req
+        if self.cuda and self.offload is None:
+            self.offload = "model"
+            self._place()
+            return "model CPU offload", req
+        if self.cuda and self.offload == "model":
+            self.offload = "sequential"
+            self._place()
+            return "sequential CPU offload", req
+        if self._downsizes >= self.max_downsizes:
+            return None
+        m, s = self.size_multiple, self.temporal_stride
+        w = max(m, int(req.width * 0.75) // m * m)
+        h = max(m, int(req.height * 0.75) // m * m)
+        if (w, h) != (req.width, req.height):
+            self._downsizes += 1
+            return f"a lower size {w}x{h} (was {req.width}x{req.height})", replace(req, width=w, height=h)
+        f = max(1, ((req.frames - 1) // 2) // s * s + 1)
+        if f != req.frames:
+            self._downsizes += 1
+            return f"fewer frames {f} (was {req.frames})", replace(req, frames=f)
+        return None
+
+    @property
+    def _stage(self) -> str:
+        clock = getattr(self, "_clock", None)
+        if clock is None:
+            return "setup"
+        return (clock.failed_in or clock.current).removesuffix("_s")
+
+    def _run(self, req: GenerationRequest) -> GenerationResult:
+        import torch
+
+        pipe = self.pipe
+        clock = self._clock = _Clock(torch, self.cuda)
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        t_start = clock.now()
+        conds, digests = self._conditions(req)
+        generator = torch.Generator("cpu").manual_seed(int(req.seed))
+        cfg = req.guidance > 1.0
+        with clock.stage("text_encode_s"):
+            embeds = self._encode_prompt(req, cfg)
+        common = dict(self.preset.call_kwargs)
+        common.update(
+            guidance_scale=float(req.guidance), audio_guidance_scale=float(req.guidance), frame_rate=float(req.fps),
+            num_frames=req.frames, generator=generator, callback_on_step_end=self._step_callback,
+            callback_on_step_end_tensor_inputs=["latents"], use_cross_timestep=self._cross_timestep(),
+            return_dict=False, **embeds,
+        )
+        two_stage = self.upsampler is not None
+        with self._instrumented(clock, digests) as end_of_stage:
+            if not two_stage:
+                with self._scheduler(fixed=self._stage1_sigmas(req) is not None):
+                    video, audio = pipe(conditions=conds, width=req.width, height=req.height,
+                                        num_inference_steps=req.steps, sigmas=self._stage1_sigmas(req),
+                                        output_type="pt", **common)
+            else:
+                from diffusers.pipelines.ltx2.utils import STAGE_2_DISTILLED_SIGMA_VALUES
+
+                with self._scheduler(fixed=self._stage1_sigmas(req) is not None):
+                    latents, audio_latents = pipe(conditions=conds, width=req.width // 2, height=req.height // 2,
+                                                  num_inference_steps=req.steps, sigmas=self._stage1_sigmas(req),
+                                                  output_type="latent", **common)
+                end_of_stage("denoise_stage1_s")
+                self.release()
+                with clock.stage("upsample_s"):
+                    latents = self._upsample(latents)
+                self.release()
+                sig2 = list(STAGE_2_DISTILLED_SIGMA_VALUES)[: self.preset.stage2_steps]
+                stage2 = dict(common, guidance_scale=1.0, audio_guidance_scale=1.0)
+                if cfg:  # stage 2 refines without guidance: positive embeddings only
+                    for k in ("negative_prompt_embeds", "negative_prompt_attention_mask"):
+                        stage2.pop(k, None)
+                with self._scheduler(fixed=True):
+                    video, audio = pipe(conditions=conds, latents=latents, audio_latents=audio_latents,
+                                        width=req.width, height=req.height, num_inference_steps=len(sig2),
+                                        sigmas=sig2, noise_scale=sig2[0], output_type="pt", **stage2)
+                del latents, audio_latents
+        with clock.stage("postprocess_s"):
+            # uint8 on the device, then one small copy: (F, C, H, W) in [0, 1] -> (F, H, W, 3)
+            frames = (video[0] * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            track = None
+            if audio is not None:
+                samples = audio[0].detach().float().cpu().numpy()
+                track = AudioTrack(samples=samples, sample_rate=int(pipe.vocoder.config.output_sampling_rate))
+        del video, audio
+        self.release()
+        timings = dict(clock.t)
+        for key in ("text_encode_s", "denoise_s", "vae_encode_s", "vae_decode_s", "audio_decode_s"):
+            timings.setdefault(key, 0.0)
+        timings["total_s"] = clock.now() - t_start
+        # pipeline bookkeeping outside the named stages: latent/condition preparation, unpacking, release
+        parts = sum(v for k, v in timings.items() if k != "total_s" and not k.startswith("denoise_stage"))
+        timings["other_s"] = max(0.0, timings["total_s"] - parts)
+        self._clock = None
+        return GenerationResult(
+            frames=frames, audio=track, timings=timings, peak_gib=self._peak_gib(), width=int(frames.shape[2]),
+            height=int(frames.shape[1]), num_frames=int(frames.shape[0]), seed=int(req.seed),
+            settings={"preset": self.preset.name, "steps": req.steps, "guidance": req.guidance, "fps": req.fps,
+                      "stages": 2 if two_stage else 1, "offload": self.offload, "vae_tiling": self.vae_tiling,
+                      "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
+                      "condition_cache_hits": clock.cache_hits},
+        )
+
+    # ------------------------------------------------------------------------------------------------
+    # pieces of a run
+
+    def _conditions(self, req: GenerationRequest):
+        from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
+
+        s = self.temporal_stride
+        conds, digests = [], []
+        for c in req.conditions:
+            if not isinstance(c, ConditionInput):
+                raise TypeError(f"conditions must be ConditionInput, got {type(c).__name__}")
+            frames = c.load()
+            idx = int(c.index) if c.index >= 0 else req.frames + int(c.index)
+            idx = min(max(idx, 0), req.frames - 1)
+            latent_idx = 0 if idx == 0 else (idx - 1) // s + 1
+            conds.append(LTX2VideoCondition(frames=frames, index=latent_idx, strength=float(c.strength)))
+            digests.append(ConditionInput.digest(frames))
+        return conds, digests
+
+    def _encode_prompt(self, req: GenerationRequest, cfg: bool) -> dict:
+        if self.prompt_encoder is not None:
+            pe, pm, npe, npm = self.prompt_encoder(req, cfg, self.pipe._execution_device)
+        else:
+            tok = self.pipe.tokenizer
+            limit = getattr(tok, "model_max_length", 1024) or 1024
+            msl = self.max_sequence_length or int(min(1024, limit))
+            pe, pm, npe, npm = self.pipe.encode_prompt(
+                prompt=req.prompt, negative_prompt=req.negative_prompt or "", do_classifier_free_guidance=cfg,
+                max_sequence_length=msl, device=self.pipe._execution_device,
+            )
+        out = {"prompt_embeds": pe, "prompt_attention_mask": pm}
+        if cfg:
+            out.update(negative_prompt_embeds=npe, negative_prompt_attention_mask=npm)
+        return out
+
+    def _stage1_sigmas(self, req: GenerationRequest):
+        if not self.preset.distilled_sigmas:
+            return None
+        from diffusers.pipelines.ltx2.utils import DISTILLED_SIGMA_VALUES
+
+        sig = list(DISTILLED_SIGMA_VALUES)
+        return sig if req.steps == len(sig) else None
+
+    @contextmanager
+    def _scheduler(self, fixed: bool):
+        """With ``fixed``, the given sigmas are used as they are (no resolution-dependent shift)."""
+        if not fixed:
+            yield
+            return
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        base = self._base_scheduler
+        self.pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+            base.config, use_dynamic_shifting=False, shift_terminal=None)
+        try:
+            yield
+        finally:
+            self.pipe.scheduler = base
+
+    def _cross_timestep(self) -> bool:
+        # LTX-2.3 and later modulate cross-modal attention by the other modality's sigma; LTX-2.0 does not
+        cfg = self.pipe.transformer.config
+        return bool(cfg.get("cross_attn_mod", False) or cfg.get("video_cross_attn_adaln", False))
+
+    def _upsample(self, latents):
+        import torch
+
+        up = self.upsampler
+        if self.offload:
+            up.to(self.device)
+        try:
+            with torch.no_grad():
+                return up(latents.to(self.device, up.dtype))
+        finally:
+            if self.offload:
+                up.to("cpu")
+
+    def _step_callback(self, pipe, step, timestep, kwargs):
+        if self.on_step is not None:
+            self.on_step(int(step))
+        return {}
+
+    def _peak_gib(self) -> float:
+        if self.cuda:
+            import torch
+
+            return torch.cuda.max_memory_allocated(self.device) / 2**30
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+    @contextmanager
+    def _instrumented(self, clock: _Clock, digests: list):
+        """Time the pipeline's stages and serve cached condition latents, for the length of one call.
+
+        Instance-level wrappers around ``preprocess_conditions``, ``vae.encode``, ``vae.decode`` and
+        ``audio_vae.decode``, plus forward hooks on the transformer (denoising loop), the text connectors
+        and the vocoder. All are removed on exit, failure included.
+        """
+        pipe = self.pipe
+        pending: dict = {}
+        patched: list = []
+        handles: list = []
+        loop = {"first": None, "last": None}
+
+        def patch(obj, name, make):
+            had = name in vars(obj)
+            old = vars(obj).get(name)
+            setattr(obj, name, make(getattr(obj, name)))
+            patched.append((obj, name, had, old))
+
+        def timed(stage):
+            def make(fn):
+                def wrapper(*a, **k):
+                    with clock.stage(stage):
+                        return fn(*a, **k)
+                return wrapper
+            return make
+
+        def preprocess(fn):
+            # one condition at a time, so each surviving tensor is paired with its frames' digest
+            def wrapper(conditions=None, height=512, width=768, num_frames=121, device=None):
+                out = ([], [], [], [])
+                for cond, dg in zip(conditions or [], digests):
+                    got = fn([cond], height, width, num_frames, device=device)
+                    for acc, vals in zip(out, got):
+                        acc.extend(vals)
+                    if got[0]:
+                        t = got[0][0]
+                        pending[id(t)] = (dg, tuple(t.shape), str(t.dtype), self.vae_tiling)
+                return out
+            return wrapper
+
+        def encode(fn):
+            def wrapper(x, *a, **k):
+                key = pending.get(id(x))
+                if key is not None and self.cache_condition_latents and key in self._latent_cache:
+                    self._latent_cache.move_to_end(key)
+                    clock.cache_hits += 1
+                    self.cache_hits += 1
+                    return SimpleNamespace(latents=self._latent_cache[key].to(x.device))
+                with clock.stage("vae_encode_s"):
+                    out = fn(x, *a, **k)
+                    if key is None or not self.cache_condition_latents:
+                        return out
+                    lat = out.latent_dist.mode()
+                self._latent_cache[key] = lat.detach().to("cpu")
+                while len(self._latent_cache) > self.cache_size:
+                    self._latent_cache.popitem(last=False)
+                return SimpleNamespace(latents=lat)
+            return wrapper
+
+        def module_timer(stage):
+            state = {}
+
+            def pre(mod, args, kwargs=None):
+                state["t0"] = clock.now()
+                state["prev"], clock.current = clock.current, stage
+
+            def post(mod, args, output, kwargs=None):
+                clock.t[stage] += clock.now() - state["t0"]
+                clock.current = state["prev"]
+            return pre, post
+
+        def loop_pre(mod, args):
+            t = clock.now()
+            if loop["first"] is None:
+                loop["first"] = t
+            clock.current = "denoise"
+
+        def loop_post(mod, args, output):
+            loop["last"] = clock.now()
+            clock.current = "denoise"
+
+        patch(pipe, "preprocess_conditions", preprocess)
+        patch(pipe.vae, "encode", encode)
+        patch(pipe.vae, "decode", timed("vae_decode_s"))
+        patch(pipe.audio_vae, "decode", timed("audio_decode_s"))
+        for module, stage in ((pipe.connectors, "text_encode_s"), (pipe.vocoder, "audio_decode_s")):
+            pre, post = module_timer(stage)
+            handles.append(module.register_forward_pre_hook(pre))
+            handles.append(module.register_forward_hook(post))
+        handles.append(pipe.transformer.register_forward_pre_hook(loop_pre))
+        handles.append(pipe.transformer.register_forward_hook(loop_post))
+
+        def close_loop(part: Optional[str] = None):
+            # the denoising loop: first transformer call to the last one's end, scheduler steps included
+            if loop["first"] is not None and loop["last"] is not None:
+                clock.t["denoise_s"] += loop["last"] - loop["first"]
+                if part or loop.get("parts"):
+                    key = part or "denoise_stage2_s"
+                    clock.t[key] += loop["last"] - loop["first"]
+                    loop["parts"] = True
+            loop["first"] = loop["last"] = None
+
+        try:
+            yield close_loop
+        finally:
+            close_loop()
+            for h in handles:
+                h.remove()
+            for obj, name, had, old in reversed(patched):
+                if had:
+                    setattr(obj, name, old)
+                else:
+                    try:
+                        delattr(obj, name)
+                    except AttributeError:
+                        pass
+            pending.clear()
+
+
+def load_upsampler(spec, model_source: str = "", base_dir=None, dtype=None):
+    """An ``LTX2LatentUpsamplerModel`` from ``spec`` (see :meth:`LTX2Generator.from_pretrained`)."""
+    import torch
+    from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
+
+    from ..encoders import ModelNotFound, hub_offline, looks_like_hub_id, resolve_source
+
+    if isinstance(spec, torch.nn.Module):
+        return spec
+    kw = {"dtype": dtype} if dtype is not None else {}
+    if hub_offline():
+        kw["local_files_only"] = True
+    if spec is True or spec == "auto":
+        source, sub = model_source, "latent_upsampler"
+    else:
+        source, sub = resolve_source(spec, base_dir), None
+        if os.path.isdir(source) and not (Path(source) / "config.json").exists():
+            if (Path(source) / "latent_upsampler" / "config.json").exists():
+                sub = "latent_upsampler"
+            else:
+                raise ModelNotFound("upsampler", source, "the folder has neither config.json nor latent_upsampler/")
+        elif not os.path.isdir(source) and not looks_like_hub_id(source):
+            raise ModelNotFound("upsampler", source, "no such folder")
+    if sub and os.path.isdir(source) and not (Path(source) / sub / "config.json").exists():
+        raise ModelNotFound("upsampler", os.path.join(source, sub), "no latent upsampler in the model folder")
+    try:
+        if sub:
+            return LTX2LatentUpsamplerModel.from_pretrained(source, subfolder=sub, **kw)
+        return LTX2LatentUpsamplerModel.from_pretrained(source, **kw)
+    except (OSError, ValueError) as exc:
+        if os.path.isdir(source):
+            raise
+        raise ModelNotFound("upsampler", source, f"{type(exc).__name__}") from exc

@@ -1,0 +1,146 @@
+"""Nearest prior appearances: which earlier frames of a character a scene leans on, and why.
+
+For one scene and one character:
+
+1. candidates — the vector indexes (restricted to the character and to the scene's timeline) give the
+   appearances nearest to the scene's CLIP text query and to the character's DINOv2 identity reference
+   (the given reference embedding, or else the character's first accepted appearance on this timeline),
+   plus the most recent ones on the timeline, so a fresh memory is always considered;
+2. drift guard — any candidate whose DINOv2 similarity to the identity reference is below
+   ``drift_threshold`` is dropped, whatever else it has going for it;
+3. graph context — strength, reinforced clock, identity score, frame path and placement come from the
+   graph (the source of truth); a candidate whose placement there is not an ancestor of the scene is dropped;
+4. score — ``memory.retrieval_scores`` over the survivors (relevance, retention, quality, each min-max
+   normalised), ranked with ``memory.rank_order``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import numpy as np
+
+from ..domain import Candidate, MemoryParams, Placement
+from . import memory
+
+
+def _unit(v) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32).reshape(-1)
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+class Retriever:
+    """Retrieval over one story: its store and its CLIP and DINOv2 vector indexes."""
+
+    def __init__(self, store, clip_index, dino_index, params: Optional[MemoryParams] = None):
+        self.store = store
+        self.clip = clip_index
+        self.dino = dino_index
+        self.params = params or MemoryParams()
+        self._taus: Optional[dict] = None
+
+    def _character_tau(self, character_id: str) -> Optional[float]:
+        if self._taus is None or character_id not in self._taus:
+            self._taus = {c.id: c.decay_tau for c in self.store.characters()}
+        return self._taus.get(character_id)
+
+    def identity_reference(self, placement: Placement, character_id: str) -> Optional[tuple[str, np.ndarray]]:
+        """The character's first accepted appearance on this timeline and its DINOv2 embedding, if any."""
+        first = self.dino.first(character_id, placement)
+        if first is None:
+            return None
+        present, vec = self.dino.vectors([first])
+        return (first, vec[0]) if present[0] else None
+
+    def nearest_prior_appearances(self, scene, character_id: str, k: int = 1, *,
+                                  text_query: Optional[np.ndarray] = None, identity_ref: Optional[np.ndarray] = None,
+                                  params: Optional[MemoryParams] = None, tau_character: Optional[float] = None,
+                                  exact: bool = False) -> list[Candidate]:
+        """Up to ``k`` prior appearances of ``character_id`` on ``scene``'s timeline, best first.
+
+        ``scene``: a ``SceneRecord`` or its ``Placement``. ``text_query``: the CLIP text embedding of the scene's
+        character, action and environment. ``identity_ref``: the DINOv2 embedding of the character's reference
+        image; ``None`` uses the character's first accepted appearance on this timeline. ``tau_character``
+        overrides the character's ``decay_tau`` (read from the graph otherwise). ``exact`` forces exact vector
+        search (to measure the approximate path against).
+        """
+        p = params or self.params
+        placement: Placement = scene if isinstance(scene, Placement) else scene.placement
+        if k <= 0:
+            return []
+        tau = memory.tau_for(tau_character if tau_character is not None else self._character_tau(character_id), p)
+        if identity_ref is None:
+            first = self.identity_reference(placement, character_id)
+            if first is None:
+                return []
+            ref = _unit(first[1])
+        else:
+            ref = _unit(identity_ref)
+        tq = None if text_query is None else _unit(text_query)
+
+        # 1. candidates from both spaces and the timeline's latest
+        pool = p.candidates
+        ids: list[str] = list(self.dino.search(character_id, ref, pool, placement, exact=exact)[0])
+        if tq is not None:
+            ids += self.clip.search(character_id, tq, pool, placement, exact=exact)[0]
+        ids += self.dino.recent(character_id, placement, max(1, pool // 4))
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return []
+
+        # 2. exact similarities and the drift guard
+        has_dino, dino = self.dino.vectors(ids)
+        identity = dino @ ref
+        keep = has_dino & (identity >= p.drift_threshold)
+        text = None
+        if tq is not None:
+            has_clip, clip = self.clip.vectors(ids)
+            text = clip @ tq
+            keep &= has_clip
+        else:
+            clip = None
+        idx = np.flatnonzero(keep)
+        if len(idx) == 0:
+            return []
+
+        # 3. graph context
+        wanted = [ids[i] for i in idx]
+        apps = {a.id: a for a in self.store.appearances(ids=wanted, with_vectors=False)}
+        rows = [i for i in idx if ids[i] in apps and apps[ids[i]].character_id == character_id
+                and placement.has_ancestor(apps[ids[i]].branch, apps[ids[i]].pos)]
+        if not rows:
+            return []
+        found = [apps[ids[i]] for i in rows]
+        rows = np.asarray(rows)
+
+        # 4. score and rank
+        ident = identity[rows].astype(np.float64)
+        rel = memory.relevance(None if text is None else text[rows], ident, p)
+        strength = np.array([a.strength for a in found], dtype=np.float64)
+        reinforced = np.array([a.reinforced_clock for a in found], dtype=np.float64)
+        ret = memory.retention(placement.clock, reinforced, strength, tau)
+        ret = np.atleast_1d(ret)
+        quality = np.array([a.identity_score for a in found], dtype=np.float64)
+        scores = memory.retrieval_scores(rel, ret, quality, p)
+        order = memory.rank_order(scores, ret, strength, reinforced, [a.id for a in found])
+        out = []
+        for j in order[:k]:
+            a = found[j]
+            a.dino = dino[rows[j]].tolist()
+            if clip is not None:
+                a.clip = clip[rows[j]].tolist()
+            else:
+                _, cv = self.clip.vectors([a.id])
+                a.clip = cv[0].tolist() if cv.shape[1] else []
+            out.append(Candidate(appearance=a, score=float(scores[j]), relevance=float(rel[j]),
+                                 retention=float(ret[j]), quality=float(quality[j]), identity=float(ident[j])))
+        return out
+
+
+def nearest_prior_appearances(store, clip_index, dino_index, scene: Union[Placement, object], character_id: str,
+                              k: int = 1, *, text_query: Optional[np.ndarray] = None,
+                              identity_ref: Optional[np.ndarray] = None, params: Optional[MemoryParams] = None,
+                              tau_character: Optional[float] = None) -> list[Candidate]:
+    """Function form of :meth:`Retriever.nearest_prior_appearances`."""
+    return Retriever(store, clip_index, dino_index, params).nearest_prior_appearances(
+        scene, character_id, k, text_query=text_query, identity_ref=identity_ref, tau_character=tau_character)
