@@ -39,7 +39,10 @@ class EngineConfig:
     observe_frames: int = 8  # uniform samples besides first and last
     extension_frames: int = 9  # parent frames given to a continuous transition
     keyframe_strength: float = 0.6
+    time_skip_strength: float = 0.5
     keyframe_index: int = 0
+    max_keyframes: int = 4
+    look_strength: float = 0.2
     extension_strength: float = 1.0
     retrieve_k: int = 4
     prompt_template: str = "{motion} {actors} {environment} {lighting} {camera}"

@@ -119,3 +119,18 @@ def test_params_from_engine_config_and_short_scenes():
     # index 9 is past a 9-frame scene: both keyframes land on the last position there is (frame 1)
     assert [r.frame_index for r in plan.records] == [1, 1]
     assert [r.strength for r in plan.records] == [pytest.approx(0.4)] * 2
+
+
+def test_cut_without_memory_carries_the_parents_look_weakly():
+    spec = SceneSpec("s3", "wipes the window", ("tomas",), frames=121)
+    parent = _frames(9, seed=3)
+    plan = plan_conditioning(spec, Transition("s2", "s3", "cut"), {"tomas": []}, parent)
+    assert [r.role for r in plan.records] == ["look"]
+    rec, cond = plan.records[0], plan.conditions[0]
+    assert (rec.target_kind, rec.target_id, rec.frame_index, rec.strength) == ("Scene", "s2", 0, 0.2)
+    assert np.array_equal(cond.frames[0], parent[-1]) and cond.strength == 0.2
+    # with memory there is no look condition, and the knob turns it off
+    memory = {"tomas": [_cand("a1", "tomas", "s1", 0.9)]}
+    assert "look" not in [r.role for r in plan_conditioning(spec, Transition("s2", "s3", "cut"), memory, parent).records]
+    off = plan_conditioning(spec, Transition("s2", "s3", "cut"), {}, parent, params=ConditioningParams(look_strength=0))
+    assert off.records == [] and off.conditions == []

@@ -137,7 +137,8 @@ def test_takes_choose_and_reinforce(store):
     store.commit_take(commit("a", 0, [appearance("a#0#mara", "mara", "a", 0.0)]))
     b0 = appearance("b#0#mara", "mara", "b", 1.0, pos=1, take=0)
     b1 = appearance("b#1#mara", "mara", "b", 1.0, pos=1, take=1)
-    cond = [ConditionRecord("keyframe", "Appearance", "a#0#mara", 0, 0.6, 0.87, "nearest prior")]
+    cond = [ConditionRecord("keyframe", "Appearance", "a#0#mara", 0, 0.6, 0.87, "nearest prior"),
+            ConditionRecord("reference", "Reference", "refs/mara coat.png", 9, 0.8, None, "costume")]
     store.commit_take(commit("b", 0, [b0], cond, choose=True, reinf=[("a#0#mara", 2.0, 1.0)]))
     store.commit_take(commit("b", 1, [b1], [], choose=False))
     assert [(t.take, t.chosen) for t in store.takes("b")] == [(0, True), (1, False)]
@@ -147,7 +148,10 @@ def test_takes_choose_and_reinforce(store):
         ("b#0#mara", True), ("b#1#mara", False)]
     reinforced = store.appearances(ids=["a#0#mara"])[0]
     assert (reinforced.strength, reinforced.reinforced_clock) == (2.0, 1.0)
-    assert store.conditioned_on("b")[0].score == 0.87
+    assert store.conditioned_on("b") == cond
+    with pytest.raises(StoreError):
+        store.commit_take(commit("c", 0, [], [ConditionRecord("x", "Planet", "p", 0, 1.0, None, "")]))
+    assert store.takes("c") == []  # the refused commit left nothing behind
     assert store.conditioned_on("b", take=1) == []
     store.choose_take("b", 1)
     assert store.scene("b").chosen_take == 1 and store.scene("b").prompt == "prompt b 1"

@@ -41,6 +41,9 @@ class ConditioningParams:
     max_keyframes: at most this many retrieved appearances (the highest-scoring characters win).
     keyframes_on_continuous: also add retrieved appearances on a continuous transition (after the
         extension's frames); off by default since the extension already carries identity.
+    look_strength: on a cut or time skip that gets no other condition (its characters have no memory yet and
+        it names no reference), the parent's last frame at this low strength carries the look — grade,
+        lighting, palette — across the cut without fixing its content; 0 turns it off.
     temporal_stride: the VAE's temporal compression (8 for LTX-2).
     """
 
@@ -51,6 +54,7 @@ class ConditioningParams:
     time_skip_strength: Optional[float] = 0.5
     max_keyframes: int = 4
     keyframes_on_continuous: bool = False
+    look_strength: float = 0.2
     temporal_stride: int = 8
 
     @classmethod
@@ -243,6 +247,20 @@ def plan_conditioning(
                 reason=(f"{why}: {label(cid)}'s nearest prior appearance (scene {a.scene_id}, score "
                         f"{_fmt(cand.score)}: relevance {_fmt(cand.relevance)}, retention {_fmt(cand.retention)}, "
                         f"quality {_fmt(cand.quality)}) at index {at}, strength {_strength(strength)}"),
+            ))
+
+    # 4. nothing else to go on across a cut: the parent's look, weakly
+    if (kind in ("cut", "time_skip") and not plan.conditions and params.look_strength > 0
+            and parent_last_frames):
+        at = slots.take(0)
+        if at is not None:
+            plan.conditions.append(ConditionInput([list(parent_last_frames)[-1]], at, float(params.look_strength)))
+            plan.records.append(ConditionRecord(
+                role="look", target_kind="Scene", target_id=transition.from_id, frame_index=at,
+                strength=float(params.look_strength), score=None,
+                reason=(f"{kind.replace('_', ' ')} from {transition.from_id} with no character memory or reference: "
+                        f"its last frame at index {at}, strength {_strength(params.look_strength)}, "
+                        "to carry the look (grade, light) across the cut"),
             ))
     return plan
 

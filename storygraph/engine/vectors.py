@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 SPACES = ("clip", "dino")
 MANIFEST = "manifest.json"
+PQ_MIN_ROWS = 256  # 4-bit PQ trains 16 centroids per sub-space: below this, exact search is both cheaper and exact
 
 
 # -- small helpers ---------------------------------------------------------------------------------
@@ -222,9 +223,9 @@ class _Partition:
         self.ids = [self.ids[i] for i in keep]
         self.n = len(keep)
         self.dead = 0
-        self.pq = None
+        if self.pq is not None:  # keep the trained quantiser; the rows are re-encoded
+            self.pq.reset()
         self.pq_rows = 0
-        self.pq_trained_on = 0
         self.layout_rev += 1
         self.alive_rev += 1
         self.dirty = True
@@ -521,8 +522,8 @@ class VectorIndex:
         exact threshold, retrain it when the partition has doubled since training, else encode new rows."""
         if self.backend != "faiss":
             return
-        if part.live <= self.exact_threshold:
-            if part.pq is not None and part.live <= self.exact_threshold // 2:
+        if part.live <= max(self.exact_threshold, PQ_MIN_ROWS):
+            if part.pq is not None and part.live <= max(self.exact_threshold, PQ_MIN_ROWS) // 2:
                 part.pq, part.pq_rows, part.pq_trained_on = None, 0, 0
             return
         import faiss

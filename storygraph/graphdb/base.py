@@ -101,6 +101,10 @@ def appearance_from_row(d: dict) -> Appearance:
     )
 
 
+_CONDITION_TARGETS = {"Appearance": "conditioned_on_appearance", "Scene": "conditioned_on_scene",
+                      "Reference": "conditioned_on_reference"}
+
+
 def _finite(x):
     if x is None:
         return None
@@ -331,12 +335,18 @@ class CypherStore:
                     "clip": [float(x) for x in a.clip], "dino": [float(x) for x in a.dino],
                 } for a in commit.appearances]}))
             run(self.q("conditioned_on_clear"), p({"scene": t.scene_id, "take": int(t.take)}))
-            for kind, name in (("Appearance", "conditioned_on_appearance"), ("Scene", "conditioned_on_scene")):
+            unknown = {c.target_kind for c in commit.conditioned_on} - set(_CONDITION_TARGETS)
+            if unknown:
+                raise StoreError(f"cannot record conditioning on {sorted(unknown)}")
+            for kind, name in _CONDITION_TARGETS.items():
                 rows = [{"target_id": c.target_id, "role": c.role, "frame_index": int(c.frame_index),
                          "strength": float(c.strength), "score": _finite(c.score), "reason": c.reason}
                         for c in commit.conditioned_on if c.target_kind == kind]
-                if rows:
-                    run(self.q(name), p({"scene": t.scene_id, "take": int(t.take), "rows": rows}))
+                if not rows:
+                    continue
+                if kind == "Reference":  # story-file images: nodes made on first use
+                    run(self.q("references_upsert"), p({"rows": rows}))
+                run(self.q(name), p({"scene": t.scene_id, "take": int(t.take), "rows": rows}))
             if commit.reinforcements:
                 run(self.q("appearances_reinforce"), p({"rows": [
                     {"id": i, "strength": float(st), "clock": float(ck)} for i, st, ck in commit.reinforcements]}))

@@ -12,7 +12,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Sequence, Union, runtime_checkable
 
-FrameLike = Union[str, "os.PathLike[str]", Any]  # a path, or a uint8 HxWx3 numpy array
 
 
 @dataclass
