@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from storygraph.config import Config, EngineConfig, ModelsConfig  # noqa: E402
 from storygraph.domain import Character, Environment, SceneSpec, Story, Transition  # noqa: E402
+from storygraph.engine.demo import DEMO_DEFAULTS  # noqa: E402
 from storygraph.engine.engine import StoryEngine  # noqa: E402
 from storygraph.graphdb.embedded import EmbeddedStore  # noqa: E402
 from storygraph.timeline import place_scenes, transition_decay  # noqa: E402
@@ -84,7 +85,7 @@ def build_history(folder: Path, scenes: int, rng: np.random.Generator) -> str:
     chars = [f"c{j:03d}" for j in range(CHARACTERS)]
     story = Story("bench", "synthetic history",
                   characters=tuple(Character(c, c, "a synthetic character") for c in chars),
-                  environments=(Environment("set", "a synthetic set"),))
+                  environments=(Environment("set", "a synthetic set"),), defaults=DEMO_DEFAULTS)
     store.load_story(story)
     ids = [f"h{i:06d}" for i in range(scenes)]
     kinds = ("continuous", "cut", "time_skip")

@@ -371,6 +371,61 @@ def demo(directory, overwrite):
                   f"explore it: storygraph show --graph {d} · storygraph studio {d}")
 
 
+def _viewer_options(f):
+    f = click.option("--allow-remote", is_flag=True,
+                     help="allow a non-loopback --host (anyone who reaches it and holds the token can edit)")(f)
+    f = click.option("--port", type=int, default=8765, show_default=True)(f)
+    f = click.option("--host", default="127.0.0.1", show_default=True)(f)
+    return f
+
+
+def _serve(app, host, port, allow_remote):
+    from .webviz.server import RemoteBindRefused, serve
+
+    try:
+        serve(app, host=host, port=port, allow_remote=allow_remote, announce=lambda t: _console(stderr=True).print(t))
+    except RemoteBindRefused as e:
+        _fail(str(e), EXIT_BAD_INPUT)
+    except OSError as e:
+        _fail(f"cannot listen on {host}:{port}: {e}")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--story", "story_file", default=None, type=click.Path(dir_okay=False),
+              help="load (or update) this story file first")
+@_viewer_options
+def studio(directory, story_file, host, port, allow_remote):
+    """The live viewer and the engine in one process: watch, query, edit and generate scene by scene."""
+    from .webviz import create_app
+
+    engine = _engine(directory)
+    try:
+        if story_file:
+            engine.load(_load_story_or_exit(story_file))
+        app = create_app(engine.store, engine, story_dir=engine.dir)
+        _serve(app, host, port, allow_remote)
+    finally:
+        engine.close()
+
+
+@main.command()
+@graph_options
+@click.option("--dir", "directory", default=None, type=click.Path(file_okay=False),
+              help="the story folder whose media/ the viewer shows")
+@_viewer_options
+def serve(graph, story_id, database, directory, host, port, allow_remote):
+    """A viewer that follows a story's event log (read-only; several can run against Neo4j)."""
+    from .webviz import create_app
+
+    store = _open_store(graph, story_id, database, create=False)
+    try:
+        app = create_app(store, None, story_dir=directory or (graph if Path(graph).is_dir() else None))
+        _serve(app, host, port, allow_remote)
+    finally:
+        store.close()
+
+
 @main.group()
 def models():
     """Model weights: what is configured and whether it is there."""

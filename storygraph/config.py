@@ -45,6 +45,7 @@ class EngineConfig:
     look_strength: float = 0.2
     extension_strength: float = 1.0
     retrieve_k: int = 4
+    index_save_every: int = 25  # scenes between vector index saves; the graph fills any gap on open
     prompt_template: str = "{motion} {actors} {environment} {lighting} {camera}"
 
 

@@ -139,7 +139,8 @@ def test_observer_end_to_end(tmp_path, tiny_encoders):
     Image.fromarray(frames[idx[3]]).save(ref_path)  # the hero's reference is one of the sampled frames
     hero = Character("hero", "Hero", reference_path="refs/hero.png")
     sidekick = Character("kid", "Kid")
-    obs = Observer(tiny_encoders, reference_root=tmp_path)
+    params = MemoryParams(strength_init=3.0, strength_min=0.5, strength_max=2.5)
+    obs = Observer(tiny_encoders, reference_root=tmp_path, params=params)
     media = tmp_path / "media" / "s2" / "take0"
     out = obs.observe(frames, scene_id="s2", prompt="a red square slides right", characters=[hero, sidekick],
                       parent_last_frame=frames[0], media_dir=media, clock=3.0, branch="main", pos=2, take=0)
@@ -160,7 +161,7 @@ def test_observer_end_to_end(tmp_path, tiny_encoders):
     # the reference is frame idx[3]: it is the representative frame, with identity 1
     assert out.anchor_source["hero"] == "reference" and out.identity_basis["hero"] == "anchor"
     assert h.frame_index == idx[3] and h.identity_score == pytest.approx(1.0, abs=1e-5)
-    assert h.strength == pytest.approx(initial_strength(h.identity_score))
+    assert h.strength == pytest.approx(2.5)  # 3.0 x identity 1.0, clipped to strength_max
     assert h.reinforced_clock == 3.0 and (h.clock, h.branch, h.pos, h.take) == (3.0, "main", 2, 0)
     np.testing.assert_allclose(h.dino, out.dino[3], atol=1e-7)
     np.testing.assert_allclose(h.clip, out.clip[3], atol=1e-7)
@@ -173,6 +174,7 @@ def test_observer_end_to_end(tmp_path, tiny_encoders):
     ident, _ = frame_identity(out.dino)
     assert k.frame_index == idx[int(np.argmax(ident))]
     assert k.identity_score == pytest.approx(float(ident.max()), abs=1e-9)
+    assert k.strength == pytest.approx(min(max(3.0 * k.identity_score, 0.5), 2.5))
     assert np.array_equal(np.asarray(Image.open(k.frame_path)), frames[k.frame_index])
     assert s.identity == pytest.approx((h.identity_score + k.identity_score) / 2)
     assert s.identity_by_character == {"hero": h.identity_score, "kid": k.identity_score}

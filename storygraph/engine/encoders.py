@@ -409,9 +409,17 @@ class Encoders:
             enc.enable_cuda_graphs()
         return enc
 
-    def enable_fp8(self, granularity: str = "row") -> int:
-        """Float8 linear layers in both image towers' transformer blocks; returns the number replaced."""
-        n = to_fp8(self.clip_model.vision_model.encoder, granularity) + to_fp8(self.dino_model.encoder, granularity)
+    def enable_fp8(self, granularity: str = "row", towers: Sequence[str] = ("clip", "dino")) -> int:
+        """Float8 linear layers in the image towers' transformer blocks; returns the number replaced.
+
+        Worth it where the matrix products dominate: on an H100 it sped up the ViT-L/14 CLIP tower
+        (compiled, 1.26x) but not the ViT-B/14 DINOv2 one (0.97x); ``towers`` picks which to convert.
+        """
+        n = 0
+        if "clip" in towers:
+            n += to_fp8(self.clip_model.vision_model.encoder, granularity)
+        if "dino" in towers:
+            n += to_fp8(self.dino_model.encoder, granularity)
         self.fp8 = granularity
         return n
 

@@ -58,6 +58,7 @@ class StoryEngine:
         self._observer = None
         self._retriever = None
         self._indexes = None
+        self._unsaved = 0  # scenes indexed since the last save
         self._work_lock = threading.Lock()
         self._lockfile = None
         self._listeners: list[Callable] = []
@@ -73,9 +74,7 @@ class StoryEngine:
         return cls(target, config=config, **kw)
 
     def close(self) -> None:
-        if self._indexes is not None:
-            for idx in self._indexes.values():
-                idx.save()
+        self.save_index()
         self.store.close()
         if self._lockfile is not None:
             self._lockfile.close()
@@ -349,7 +348,7 @@ class StoryEngine:
         timings["condition_s"] = time.perf_counter() - t
 
         existing = {tk.take: tk for tk in self.store.takes(sid)}
-        numbers = self._take_numbers(scene, existing, takes, prompt)
+        numbers = self._take_numbers(scene, existing, takes, prompt, plan.records)
         prior = {c.id: [a for a in memories.get(c.id, [])] for c in ctx.characters}
         outcomes: list[TakeOutcome] = []
         parent_last = parent_frames[-1] if parent_frames else None
@@ -382,7 +381,7 @@ class StoryEngine:
                 branch=scene.placement.branch, pos=scene.placement.pos, take=n)
             timings[f"observe_s_take{n}"] = time.perf_counter() - t
             take = TakeRecord(sid, n, seed, prompt, str(media.video_path), str(media.last_frame_path),
-                              str(take_dir), obs.scores)
+                              str(take_dir), obs.scores, request_key=self._request_key(spec, n, prompt, plan.records))
             notes = list(result.attempts)
             outcomes.append(TakeOutcome(take, SceneCommit(take, obs.appearances, plan.records), {"attempts": notes}))
 
@@ -411,14 +410,23 @@ class StoryEngine:
     def _seed(spec: SceneSpec, take: int) -> int:
         return int(spec.seed or 0) + take
 
-    def _take_numbers(self, scene: SceneRecord, existing: dict, takes: int, prompt: str) -> list[int]:
-        """Take numbers to produce. A committed take with the same prompt and seed is what this run would
-        make again, so it is reused (a resumed run); one made from an older spec keeps its number."""
+    def _request_key(self, spec: SceneSpec, take: int, prompt: str, records) -> str:
+        import hashlib
+
+        what = [prompt, spec.negative_prompt, spec.width, spec.height, spec.frames, spec.fps, spec.steps,
+                spec.guidance, self._seed(spec, take),
+                [(r.role, r.target_kind, r.target_id, r.frame_index, r.strength) for r in records]]
+        return hashlib.sha1(json.dumps(what, default=str).encode()).hexdigest()
+
+    def _take_numbers(self, scene: SceneRecord, existing: dict, takes: int, prompt: str, records) -> list[int]:
+        """Take numbers to produce. A committed take made from exactly this request (prompt, size, steps,
+        seed, conditions) is what this run would make again, so it is reused — a resumed run; one made from an
+        older spec keeps its number and the new take gets the next."""
         n = max(existing) + 1 if scene.status == "done" and existing else 0
         out = []
         while len(out) < takes:
             old = existing.get(n)
-            if old is None or (old.prompt == prompt and old.seed == self._seed(scene.spec, n)):
+            if old is None or old.request_key == self._request_key(scene.spec, n, prompt, records):
                 out.append(n)
             n += 1
         return out
@@ -475,17 +483,29 @@ class StoryEngine:
         return out
 
     def _index_scene(self, scene_id: str) -> None:
-        """Bring the vector index in line with the graph for one scene (its accepted appearances)."""
+        """Bring the in-memory vector indexes in line with the graph for one scene (its accepted appearances).
+
+        The files are saved every ``index_save_every`` scenes and on close, not after every scene: saving
+        rewrites a character's whole partition, and the graph is the source of truth — on open, whatever
+        the saved index lacks is added back from it.
+        """
         apps = self.store.appearances(scene_id=scene_id, with_vectors=True, accepted_only=False)
-        idx = self.indexes()
         keep = [a for a in apps if a.accepted]
         drop = [a.id for a in apps if not a.accepted]
-        for space, index in idx.items():
+        for index in self.indexes().values():
             index.remove(drop)
             index.add(keep)
-            index.save()
-        self._retriever = None
+        self._unsaved += 1
+        if self._unsaved >= max(1, self.config.engine.index_save_every):
+            self.save_index()
         crash_point("after_index")
+
+    def save_index(self) -> None:
+        """Write the vector indexes to ``<story dir>/vectors`` now."""
+        if self._indexes is not None:
+            for index in self._indexes.values():
+                index.save()
+        self._unsaved = 0
 
     def choose_take(self, scene_id: str, take: int) -> None:
         with self._exclusive():

@@ -29,8 +29,8 @@ Identity of a character, per sampled frame i (DINOv2):
 Representative frame and Appearance. Nothing localises characters inside a frame (no detector), so
 all embeddings are of whole frames and a character's representative frame is the sampled frame with the
 highest ``identity(i)`` (earliest on ties). Its index, CLIP and DINOv2 embeddings and ``identity(i)``
-make the Appearance; its initial strength is ``strength_init · identity`` clipped to
-``[strength_min, strength_max]`` (``MemoryParams``). Each representative frame is written once as a PNG
+make the Appearance; its initial strength is ``memory.initial_strength``: ``strength_init · identity``
+clipped to ``[strength_min, strength_max]`` (``MemoryParams``). Each representative frame is written once as a PNG
 into the media folder given to :meth:`Observer.observe`.
 
 The formula functions here are pure numpy and take plain arrays.
@@ -47,6 +47,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from ..domain import Appearance, Character, MemoryParams, Scores
+from .memory import initial_strength  # strength_init · identity, clipped: the memory maths owns it
 
 #: Uniform samples besides the first and last frame (``[engine] observe_frames``).
 DEFAULT_SAMPLES = 8
@@ -133,11 +134,6 @@ def frame_identity(dino_frames: np.ndarray, anchor: Optional[np.ndarray] = None,
 def representative_frame(identity: np.ndarray) -> int:
     """Position of the best identity (the first one on ties)."""
     return int(np.argmax(identity))
-
-
-def initial_strength(identity: float, params: MemoryParams = MemoryParams()) -> float:
-    """A new appearance's strength: ``strength_init · identity`` clipped to [strength_min, strength_max]."""
-    return float(np.clip(params.strength_init * float(identity), params.strength_min, params.strength_max))
 
 
 def appearance_id(scene_id: str, take: int, character_id: str) -> str:

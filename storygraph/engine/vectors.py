@@ -69,12 +69,17 @@ def _safe_name(character_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", character_id)[:40] + "-" + digest
 
 
-def _write_atomic(path: Path, write) -> None:
+def _write_atomic(path: Path, write, durable: bool = False) -> None:
+    """Write to a temporary name, then rename over ``path``: readers see the old file or the new one, whole.
+
+    Partition files skip fsync: a file torn by a power cut fails to load, and a derived index that fails to
+    load is rebuilt from the graph; the manifest that names them is synced."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         write(f)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -282,7 +287,9 @@ class _TorchMirror:
                 setattr(self, name, new)
         if part.n > self.n:
             s, e = self.n, part.n
-            self.vecs[s:e] = torch.from_numpy(part.vecs[s:e]).to(self.device, self.dtype)
+            for a in range(s, e, 1 << 18):  # in slices: no full-size float32 copy on the device
+                b = min(e, a + (1 << 18))
+                self.vecs[a:b] = torch.from_numpy(part.vecs[a:b]).to(self.device).to(self.dtype)
             self.branch[s:e] = torch.from_numpy(part.branch[s:e]).to(self.device)
             self.pos[s:e] = torch.from_numpy(part.pos[s:e]).to(self.device)
             self.n = e
@@ -766,7 +773,7 @@ class VectorIndex:
                 "parts": {p.character_id: {"file": p.file, "rows": p.n} for p in self._parts.values()},
             }
             data = json.dumps(manifest).encode("utf-8")
-            _write_atomic(manifest_path, lambda f: f.write(data))
+            _write_atomic(manifest_path, lambda f: f.write(data), durable=True)
             _fsync_dir(self.folder)
             for part in dirty:
                 part.dirty = False

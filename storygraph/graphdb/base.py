@@ -88,6 +88,7 @@ def take_from_props(d: dict) -> TakeRecord:
         scene_id=d["scene_id"], take=int(d["take"]), seed=int(d.get("seed") or 0), prompt=d.get("prompt") or "",
         video_path=d.get("video_path") or "", last_frame_path=d.get("last_frame_path") or "",
         frames_dir=d.get("frames_dir") or "", scores=scores, chosen=bool(d.get("chosen")),
+        request_key=d.get("request_key") or "",
     )
 
 
@@ -322,7 +323,8 @@ class CypherStore:
                 "text_alignment": _finite(s.text_alignment), "subject_consistency": _finite(s.subject_consistency),
                 "background_consistency": _finite(s.background_consistency), "identity": _finite(s.identity),
                 "transition_smoothness": _finite(s.transition_smoothness),
-                "identity_by_character": json.dumps(s.identity_by_character), "now": now_iso()}))
+                "identity_by_character": json.dumps(s.identity_by_character), "request_key": t.request_key,
+                "now": now_iso()}))
             if not made:
                 raise StoreError(f"no scene {t.scene_id!r} to commit a take to")
             crash_point("during_commit")

@@ -96,6 +96,7 @@ class TakeRecord:
     frames_dir: str
     scores: Scores
     chosen: bool = False
+    request_key: str = ""  # fingerprint of everything the take was generated from (prompt, size, seed, conditions)
 
 
 @dataclass

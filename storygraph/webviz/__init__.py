@@ -1,0 +1,13 @@
+"""The live story viewer: a Flask app (graph, panels, Cypher console, editing and generating) and its server.
+
+``create_app(store, engine=None, ...)`` builds the app; ``serve(app, host, port, allow_remote=False)``
+runs it until interrupted; ``start(...)`` runs it in a background thread. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from .app import ViewerConfig, create_app, viewer_of
+from .server import RemoteBindRefused, RunningServer, make_server, serve, start, viewer_url
+
+__all__ = ["create_app", "serve", "start", "make_server", "RunningServer", "RemoteBindRefused", "ViewerConfig",
+           "viewer_of", "viewer_url"]
