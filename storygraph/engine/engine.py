@@ -393,9 +393,10 @@ class StoryEngine:
             for line in o.timings.get("attempts", []):
                 self.store.set_scene_status(sid, "generating", note=f"take {o.take.take}: {line}")
         for o in sorted(outcomes, key=lambda o: o is best):  # the chosen take last, so it ends "done"
-            if o.commit is None:
+            if o.commit is None:  # committed before an interruption
                 if o is best:
-                    self.store.choose_take(sid, o.take.take)
+                    self.store.choose_take(sid, o.take.take,
+                                           self._reinforcements(plan.records, o.take, scene.clock))
                 continue
             o.commit.choose = o is best
             if o is best:

@@ -78,7 +78,8 @@ def export_ltx_trainer(store, out_dir, filters: ExportFilter = ExportFilter(), i
     (out / "dataset.json").write_text(json.dumps(entries, indent=2, ensure_ascii=False), encoding="utf-8")
     (out / "scores.json").write_text(json.dumps({"entries": details, "skipped": skipped}, indent=2,
                                                 ensure_ascii=False), encoding="utf-8")
-    np.savez(out / "embeddings.npz", ids=np.array(emb_ids, dtype=str),
-             clip=np.asarray(clip, dtype=np.float32).reshape(len(emb_ids), -1),
-             dino=np.asarray(dino, dtype=np.float32).reshape(len(emb_ids), -1))
+    def matrix(rows):
+        return np.asarray(rows, dtype=np.float32) if rows else np.zeros((0, 0), np.float32)
+
+    np.savez(out / "embeddings.npz", ids=np.array(emb_ids, dtype=str), clip=matrix(clip), dino=matrix(dino))
     return {"entries": len(entries), "skipped": len(skipped), "dir": str(out)}

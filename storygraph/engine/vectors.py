@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 SPACES = ("clip", "dino")
 MANIFEST = "manifest.json"
+PQ_TRAIN_ROWS = 10000  # training sample of a partition's PQ (16 centroids per sub-space: ~600 points each)
 PQ_MIN_ROWS = 256  # 4-bit PQ trains 16 centroids per sub-space: below this, exact search is both cheaper and exact
 
 
@@ -98,8 +99,8 @@ def _fsync_dir(path: Path) -> None:
 
 @contextmanager
 def _faiss_threads(n: Optional[int]):
-    """Single queries run fastest on one OpenMP thread on small machines (measured: 2 threads were up to
-    10x slower on 2 cores); builds keep faiss's default."""
+    """Run faiss on ``n`` OpenMP threads (None: faiss's default). On the 2-core machine measured, 2 threads made
+    single queries up to 10x and PQ training 10-20x slower than 1 (OpenMP and BLAS threads fighting for cores)."""
     import faiss
 
     if not n:
@@ -353,7 +354,7 @@ class VectorIndex:
 
     def __init__(self, space: str, dim: Optional[int] = None, folder=None, *, device: str = "cpu",
                  backend: Optional[str] = None, exact_threshold: int = 4096, exact_allowed: int = 8192,
-                 k_factor: float = 4.0, min_fetch: int = 256, max_fetch: int = 8192, search_threads: Optional[int] = 1,
+                 k_factor: float = 4.0, min_fetch: int = 256, max_fetch: int = 8192, threads: Optional[int] = 1,
                  torch_dtype: Optional[str] = None):
         if space not in SPACES:
             raise ValueError(f"unknown embedding space {space!r}; expected one of {', '.join(SPACES)}")
@@ -365,7 +366,7 @@ class VectorIndex:
         self.k_factor = float(k_factor)
         self.min_fetch = int(min_fetch)
         self.max_fetch = int(max_fetch)
-        self.search_threads = search_threads
+        self.threads = threads
         self.device, self.backend = self._resolve_backend(device, backend)
         self._torch_dtype_name = torch_dtype
         self._gpu_res = None
@@ -535,17 +536,19 @@ class VectorIndex:
             return
         import faiss
 
-        if part.pq is None or part.n > 2 * part.pq_trained_on:
-            live = np.flatnonzero(part.alive[: part.n])
-            rng = np.random.default_rng(len(live))
-            sample = live if len(live) <= 20000 else np.sort(rng.choice(live, 20000, replace=False))
-            pq = faiss.IndexPQFastScan(self.dim, _pq_subquantisers(self.dim), 4, faiss.METRIC_INNER_PRODUCT)
-            pq.train(np.ascontiguousarray(part.vecs[sample]))
-            pq.add(part.vecs[: part.n])
-            part.pq, part.pq_rows, part.pq_trained_on = pq, part.n, part.n
-        elif part.pq_rows < part.n:
-            part.pq.add(np.ascontiguousarray(part.vecs[part.pq_rows: part.n]))
-            part.pq_rows = part.n
+        with _faiss_threads(self.threads):
+            if part.pq is None or part.n > 2 * part.pq_trained_on:
+                live = np.flatnonzero(part.alive[: part.n])
+                rng = np.random.default_rng(len(live))
+                sample = live if len(live) <= PQ_TRAIN_ROWS else np.sort(rng.choice(live, PQ_TRAIN_ROWS, replace=False))
+                pq = faiss.IndexPQFastScan(self.dim, _pq_subquantisers(self.dim), 4, faiss.METRIC_INNER_PRODUCT)
+                pq.pq.cp.niter = 10  # 16 centroids converge early; 25 (the default) cost 2.5x for nothing measurable
+                pq.train(np.ascontiguousarray(part.vecs[sample]))
+                pq.add(part.vecs[: part.n])
+                part.pq, part.pq_rows, part.pq_trained_on = pq, part.n, part.n
+            elif part.pq_rows < part.n:
+                part.pq.add(np.ascontiguousarray(part.vecs[part.pq_rows: part.n]))
+                part.pq_rows = part.n
 
     # -- timeline -------------------------------------------------------------------------------------------
     def _limits(self, placement: Optional["Placement"]) -> tuple[Optional[np.ndarray], object]:
@@ -606,11 +609,17 @@ class VectorIndex:
         with self._lock:
             out = np.zeros((len(ids), self.dim or 0), np.float32)
             present = np.zeros(len(ids), bool)
-            for i, aid in enumerate(ids):
-                hit = self._where.get(aid)
+            groups: dict[int, tuple[_Partition, list[int], list[int]]] = {}
+            for i, hit in enumerate(map(self._where.get, ids)):
                 if hit is not None:
-                    out[i] = hit[0].vecs[hit[1]]
-                    present[i] = True
+                    g = groups.get(id(hit[0]))
+                    if g is None:
+                        g = groups[id(hit[0])] = (hit[0], [], [])
+                    g[1].append(i)
+                    g[2].append(hit[1])
+            for part, at, rows in groups.values():  # usually one: retrieval asks about one character
+                out[at] = part.vecs[rows]
+                present[at] = True
             return present, out
 
     def search(self, character_id: str, query: np.ndarray, k: int, placement: Optional["Placement"] = None,
@@ -633,7 +642,7 @@ class VectorIndex:
             if allowed == 0:
                 return [], np.empty(0, np.float32)
             k = min(k, allowed)
-            with _faiss_threads(self.search_threads):
+            with _faiss_threads(self.threads):
                 if not exact and self.backend == "faiss-gpu":
                     rows = self._gpu_candidates(part, q, k, allowed)
                     if mask is not None:

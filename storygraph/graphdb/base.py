@@ -13,7 +13,7 @@ import math
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from ..domain import (
     Appearance, Character, ConditionRecord, Environment, Event, GenerationDefaults, MemoryParams, Placement, Reference, SceneSpec,
@@ -363,9 +363,14 @@ class CypherStore:
         run(self.q("appearances_accept"), p)
         run(self.q("appears_in_observe"), p)
 
-    def choose_take(self, scene_id: str, take: int) -> int:
+    def choose_take(self, scene_id: str, take: int, reinforcements: Sequence[tuple[str, float, float]] = ()) -> int:
+        """Make ``take`` the one that continues the timeline (and apply the reinforcement of the memories it
+        used, when the engine passes it), in one transaction."""
         with self._transaction(write=True) as run:
             self._choose(run, scene_id, take)
+            if reinforcements:
+                run(self.q("appearances_reinforce"), self._params({"rows": [
+                    {"id": i, "strength": float(st), "clock": float(ck)} for i, st, ck in reinforcements]}))
             return self._event(run, "take.chosen", scene_id, {"take": take})
 
     def takes(self, scene_id: str) -> list[TakeRecord]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 from urllib.parse import quote
@@ -238,10 +237,7 @@ def scene_element(store, media: MediaLinks, scene_id: str) -> Optional[dict]:
         return None
     node = scene_node(rec, media)
     strength_init = float(getattr(getattr(store, "memory", None), "strength_init", 1.0))
-    apps = []
-    if rec.takes:
-        for cid in rec.spec.characters:
-            apps += [a for a in store.appearances(character_id=cid, with_vectors=False) if a.scene_id == scene_id]
+    apps = store.appearances(scene_id=scene_id, with_vectors=False) if rec.takes else []
     edges = appears_edges([rec], apps, strength_init)
     return {"node": node, "edges": edges}
 

@@ -7,8 +7,9 @@
   const TOKEN_KEY = 'storygraph-token';
   const THUMB_ZOOM = 0.35;        // big stories: thumbnails only at this zoom or closer
   const THUMB_MAX = 250;          // ... and for at most this many scenes in view
-  const CHUNK = 2500;             // big stories: elements added per step after the first render
-  const CLIENT_CLASSES = ['thumb-on', 'dim', 'hit', 'focus'];
+  const CHUNK = 8000;             // big stories: elements added per step after the first render
+  const CLIENT_CLASSES = ['thumb-on', 'labeled', 'dim', 'hit', 'focus'];
+  const LABEL_ZOOM = 0.8;         // big stories: scene labels in view at this zoom or closer
 
   const S = window.storygraph = {
     cy: null, meta: null, lastSeq: 0, token: '', editable: false, big: false, layout: 'dagre',
@@ -120,8 +121,10 @@
   function graphStyle(big) {
     const st = [
       { selector: 'node', style: {
-        'label': 'data(label)', 'font-size': 10, 'min-zoomed-font-size': 8, 'color': '#c9cfdd',
+        // big stories: labels only for the scenes in view when zoomed in (measuring 10 000 labels is slow)
+        'label': big ? '' : 'data(label)', 'font-size': 10, 'min-zoomed-font-size': 8, 'color': '#c9cfdd',
         'text-valign': 'bottom', 'text-margin-y': 4, 'text-wrap': 'ellipsis', 'text-max-width': 96 } },
+      { selector: 'node.labeled, node.character, node.environment', style: { 'label': 'data(label)' } },
       { selector: 'node.scene', style: {
         'shape': 'round-rectangle', 'width': 72, 'height': 46, 'background-color': '#3b4a63',
         'border-width': 2, 'border-color': '#6b7a99' } },
@@ -247,6 +250,11 @@
       elements: first, zoom, pan: { x: -x0 * zoom, y: -y0 * zoom }, pixelRatio: 1,
       hideEdgesOnViewport: true, textureOnViewport: false,
     }));
+    // Cytoscape's layered texture cache draws the whole graph into canvases as wide as the story; a long
+    // timeline exceeds the browser's canvas limits when zoomed out (Chromium crashed the page). Draw each
+    // element from its own cache instead (cytoscape 3.34 internals; see static/vendor/README.md).
+    const lyr = S.cy.renderer() && S.cy.renderer().data && S.cy.renderer().data.lyrTxrCache;
+    if (lyr && typeof lyr.getLayers === 'function') lyr.getLayers = () => null;
     afterBuild();
     const queue = rest.concat(restEdges);
     let i = 0;
@@ -254,18 +262,16 @@
     const step = () => {
       const chunk = queue.slice(i, i + CHUNK);
       i += chunk.length;
-      S.cy.batch(() => {
-        for (const el of chunk) {
-          if (el.data.type === 'scene') {
-            const p = S.pending.get(el.data.id);
-            S.pending.delete(el.data.id);
-            S.cy.add(p || el);
-          } else if (el.data.source === undefined || (S.cy.getElementById(el.data.source).nonempty() &&
-                     S.cy.getElementById(el.data.target).nonempty())) {
-            S.cy.add(el);
-          }
+      const add = [];
+      for (const el of chunk) {
+        if (el.data.type === 'scene') {  // its data may have been updated by an event while it waited
+          add.push(S.pending.get(el.data.id) || el);
+          S.pending.delete(el.data.id);
+        } else {
+          add.push(el);
         }
-      });
+      }
+      S.cy.add(add);  // nodes come before edges in the queue, so every edge finds its ends
       if (i < queue.length) {
         setLoading(`loading ${queue.length - i} more elements…`);
         setTimeout(step, 0);
@@ -334,22 +340,25 @@
   }
 
   function updateThumbs() {
+    // big stories: thumbnails and labels only for the scenes in view, and only when zoomed in enough to see them
     const cy = S.cy;
     if (!cy) return;
     if (!S.big) { cy.nodes('.scene').forEach((n) => n.toggleClass('thumb-on', !!n.data('thumb'))); return; }
-    const on = cy.zoom() >= THUMB_ZOOM;
+    const thumbs = cy.zoom() >= THUMB_ZOOM, labels = cy.zoom() >= LABEL_ZOOM;
     const ext = cy.extent();
-    let count = 0;
+    const inView = (n) => { const p = n.position(); return p.x >= ext.x1 && p.x <= ext.x2 && p.y >= ext.y1 && p.y <= ext.y2; };
     cy.batch(() => {
-      cy.nodes('.scene.thumb-on').forEach((n) => {
-        const p = n.position();
-        if (!on || p.x < ext.x1 || p.x > ext.x2 || p.y < ext.y1 || p.y > ext.y2) n.removeClass('thumb-on');
+      cy.nodes('.scene.thumb-on, .scene.labeled').forEach((n) => {
+        if (!inView(n)) n.removeClass('thumb-on labeled');
+        else { if (!thumbs) n.removeClass('thumb-on'); if (!labels) n.removeClass('labeled'); }
       });
-      if (!on) return;
-      cy.nodes('.scene[?thumb]').forEach((n) => {
-        if (count >= THUMB_MAX) return;
-        const p = n.position();
-        if (p.x >= ext.x1 && p.x <= ext.x2 && p.y >= ext.y1 && p.y <= ext.y2) { n.addClass('thumb-on'); count++; }
+      if (!thumbs) return;
+      let count = 0;
+      cy.nodes('.scene').forEach((n) => {
+        if (count >= THUMB_MAX || !inView(n)) return;
+        count++;
+        if (n.data('thumb')) n.addClass('thumb-on');
+        if (labels) n.addClass('labeled');
       });
     });
   }
@@ -476,7 +485,8 @@
     };
   }
 
-  const SCENE_KINDS = /^(take\.|scene\.|job\.)/;
+  const SCENE_KINDS = /^(take\.|scene\.)/;
+  const STRUCTURAL = new Set(['scene.added', 'scene.updated', 'scene.planned', 'transition.added']);
 
   function onEvent(ev) {
     if (typeof ev.seq === 'number') {
@@ -487,7 +497,7 @@
     if (S.events.length > 1000) S.events.splice(0, 500);
     setLive('live', 'live · #' + S.lastSeq);
     logLine(ev);
-    if (ev.kind.startsWith('job.')) updateJob(ev);
+    if (ev.kind.startsWith('job.')) { updateJob(ev); return; }  // the engine's own events move the graph
     if (ev.kind === 'scene.stage' || ev.kind === 'scene.generating') {
       S.stage = { scene: ev.ref_id, stage: (ev.payload || {}).stage || 'start', take: (ev.payload || {}).take };
       renderJobs();
@@ -498,7 +508,7 @@
     if (!S.cy) return;
     const known = ev.ref_id && (S.cy.getElementById(ev.ref_id).nonempty() || S.pending.has(ev.ref_id));
     if (SCENE_KINDS.test(ev.kind) && known) {
-      if (ev.kind === 'scene.added' || ev.kind === 'transition.added') scheduleReload();
+      if (STRUCTURAL.has(ev.kind)) scheduleReload();  // cast, setting or timeline may have changed
       else refreshScene(ev.ref_id, ev.seq);
     } else {
       scheduleReload();
