@@ -162,13 +162,16 @@ def test_takes_choose_and_reinforce(store):
 
 def test_events_are_monotonic_and_replayable(store):
     store.load_story(small_story())
-    assert store.last_event_seq() == 0
+    loaded = store.events_since(0)
+    assert [(e.seq, e.kind, e.ref_id) for e in loaded] == [(1, "story.loaded", "tiny")]
+    store.load_story(small_story())  # nothing changed: no event
+    assert store.last_event_seq() == 1
     seqs = [store.append_event("note", "a", {"i": i}) for i in range(5)]
     seqs.append(store.set_scene_status("a", "generating", note="started"))
-    assert seqs == [1, 2, 3, 4, 5, 6]
-    assert [e.seq for e in store.events_since(2, limit=3)] == [3, 4, 5]
-    assert store.events_since(6) == []
-    assert store.last_event_seq() == 6
+    assert seqs == [2, 3, 4, 5, 6, 7]
+    assert [e.seq for e in store.events_since(3, limit=3)] == [4, 5, 6]
+    assert store.events_since(7) == []
+    assert store.last_event_seq() == 7
     assert store.scene("a").status == "generating" and "started" in store.scene("a").notes
     with pytest.raises(StoreError):
         store.set_scene_status("a", "bogus")

@@ -193,8 +193,11 @@ class CypherStore:
                                   [(s.resolved(story.defaults), placements[s.id]) for s in story.scenes],
                                   story.transitions)
         after = self._counts()
+        created = {k: after[k] - before.get(k, 0) for k in after}
+        if any(created.values()):  # followers (viewers) rebuild on it; an unchanged reload writes nothing
+            self.append_event("story.loaded", story.id, created)
         return LoadSummary(len(story.characters), len(story.environments), len(story.scenes),
-                           len(story.transitions), {k: after[k] - before.get(k, 0) for k in after})
+                           len(story.transitions), created)
 
     def _write_structure(self, run: Run, characters, environments, scenes, transitions) -> None:
         p = self._params
@@ -281,22 +284,30 @@ class CypherStore:
         return [scene_from_props(r["scene"]) for r in rows]
 
     def scene_context(self, scene_id: str) -> SceneContext:
+        """The scene, its parent and transition, cast and environment: primary-key lookups only, so the cost
+        does not grow with the story (the scene stores its parent id, cast and environment)."""
         with self._transaction(write=False) as run:
-            rows = run(self.q("scene_context"), self._params({"id": scene_id}))
+            rows = run(self.q("scene_get"), self._params({"id": scene_id}))
             if not rows:
                 raise StoreError(f"no scene {scene_id!r} in story {self.story_id!r}")
-            chars = run(self.q("scene_characters"), self._params({"id": scene_id}))
-        r = rows[0]
-        env = None
-        if r["env_id"] is not None:
-            env = Environment(r["env_id"], r["env_description"] or "", r["env_name"] or "", r["env_reference"])
-        parent = scene_from_props(r["parent"]) if r["parent"] else None
-        transition = None
-        if parent is not None:
-            transition = TransitionRecord(parent.id, scene_id, r["kind"], r["gap"], r["decay"])
+            scene = scene_from_props(rows[0]["scene"])
+            parent = transition = environment = None
+            if scene.placement.parent_id is not None:
+                link = run(self.q("scene_context"), self._params({"id": scene_id, "parent": scene.placement.parent_id}))
+                if link and link[0]["parent"]:
+                    parent = scene_from_props(link[0]["parent"])
+                    r = link[0]
+                    transition = TransitionRecord(parent.id, scene_id, r["kind"], r["gap"], r["decay"])
+            chars = run(self.q("characters_by_ids"), self._params({"ids": list(scene.spec.characters)})) \
+                if scene.spec.characters else []
+            if scene.spec.environment:
+                env = run(self.q("environment_get"), self._params({"id": scene.spec.environment}))
+                if env:
+                    e = env[0]
+                    environment = Environment(e["id"], e["description"] or "", e["name"] or "", e["reference_path"])
         characters = [Character(c["id"], c["name"], c["description"] or "", c["reference_path"], c["decay_tau"])
                       for c in chars]
-        return SceneContext(scene_from_props(r["scene"]), characters, env, parent, transition)
+        return SceneContext(scene, characters, environment, parent, transition)
 
     def set_scene_status(self, scene_id: str, status: str, note: Optional[str] = None) -> int:
         if status not in SCENE_STATUSES:

@@ -250,8 +250,8 @@
       elements: first, zoom, pan: { x: -x0 * zoom, y: -y0 * zoom }, pixelRatio: 1,
       hideEdgesOnViewport: true, textureOnViewport: false,
     }));
-    // Cytoscape's layered texture cache draws the whole graph into canvases as wide as the story; a long
-    // timeline exceeds the browser's canvas limits when zoomed out (Chromium crashed the page). Draw each
+    // Cytoscape's layered texture cache draws the whole graph into canvases as wide as the story; for a long
+    // timeline zoomed out they pass the browser's 32767 px canvas limit and elements go missing. Draw each
     // element from its own cache instead (cytoscape 3.34 internals; see static/vendor/README.md).
     const lyr = S.cy.renderer() && S.cy.renderer().data && S.cy.renderer().data.lyrTxrCache;
     if (lyr && typeof lyr.getLayers === 'function') lyr.getLayers = () => null;

@@ -1,0 +1,2 @@
+MATCH (e:Environment {story_id: $story, id: $id})
+RETURN e.id AS id, e.name AS name, e.description AS description, e.reference_path AS reference_path

@@ -1,0 +1,226 @@
+"""The viewer in a real browser (Debian's Chromium via Playwright) against a live threaded server.
+
+Screenshots go to artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import pytest
+
+from conftest_webviz import EXAMPLE, SCREENSHOTS, commit_take, example_store, graph_expectations, wait_js
+from storygraph.domain import Character, ConditionRecord, SceneSpec, Transition
+from storygraph.graphdb import TransitionRecord
+from storygraph.timeline import child_placement, transition_decay
+from storygraph.webviz import create_app, start, viewer_of
+from storygraph.webviz.events import EventHub
+
+pytestmark = pytest.mark.browser
+
+
+@dataclass
+class Live:
+    store: object
+    story: object
+    app: object
+    server: object
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def token(self) -> str:
+        return self.server.token
+
+
+@pytest.fixture
+def live(tmp_path):
+    store, story = example_store(tmp_path / "story")
+    app = create_app(store, keepalive_s=5)
+    rs = start(app)
+    yield Live(store, story, app, rs)
+    rs.stop()
+    store.close()
+
+
+def shot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def open_viewer(page, live, token: bool = True):
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(live.url + (f"?token={live.token}" if token else ""))
+    wait_js(page, "window.storygraph && storygraph.ready && storygraph.firstRenderAt && storygraph.live === 'live'")
+    return errors
+
+
+def click_node(page, node_id: str) -> None:
+    """A real mouse click on a node where Cytoscape drew it."""
+    pos = page.evaluate(f"(() => {{ const p = storygraph.cy.getElementById({json.dumps(node_id)}).renderedPosition();"
+                        "return [p.x, p.y]; })()")
+    box = page.locator("#cy").bounding_box()
+    page.mouse.click(box["x"] + pos[0], box["y"] + pos[1])
+
+
+def test_example_story_renders_with_the_right_counts(page, live):
+    errors = open_viewer(page, live)
+    want = graph_expectations(live.story)
+    got = page.evaluate("""(() => { const cy = storygraph.cy; return {
+        scenes: cy.nodes('.scene').length, characters: cy.nodes('.character').length,
+        environments: cy.nodes('.environment').length, next: cy.edges('.next').length,
+        appears: cy.edges('.appears').length, setin: cy.edges('.setin').length }; })()""")
+    assert got == want
+    assert page.locator("#counts").inner_text().startswith(f"{want['scenes']} scenes")
+    assert page.locator("#story-title").inner_text() == live.story.title
+    assert "token=" not in page.url  # the token left the address bar
+    # NEXT edges are drawn by kind: a time skip is dotted, a continuous one solid
+    styles = page.evaluate("""(() => { const cy = storygraph.cy; return {
+        skip: cy.$('edge.next.time_skip')[0].style('line-style'), cont: cy.$('edge.next.continuous')[0].style('line-style') }; })()""")
+    assert styles == {"skip": "dotted", "cont": "solid"}
+    shot(page, "example-graph")
+    click_node(page, "s07-dawn")
+    wait_js(page, "document.querySelector('#tab-scene h2') && document.querySelector('#tab-scene h2').textContent.includes('Dawn at sea')")
+    click_node(page, "mara")
+    wait_js(page, "document.querySelector('#tab-character svg.plot')")
+    page.select_option("#filter", "tomas")
+    dimmed = page.evaluate("storygraph.cy.nodes('.scene.dim').length")
+    assert dimmed == sum(1 for s in live.story.scenes if "tomas" not in s.characters)
+    shot(page, "example-character-filter")
+    assert not errors, errors
+
+
+def test_a_commit_appears_without_reload(page, live):
+    open_viewer(page, live)
+    page.evaluate("window.__sameDocument = 'still here'")
+    seq = commit_take(live.store, "s01-arrival", video=True)
+    wait_js(page, "storygraph.cy.getElementById('s01-arrival').data('status') === 'done'", timeout=5)
+    assert page.evaluate("storygraph.cy.getElementById('s01-arrival').hasClass('thumb-on')")
+    assert page.evaluate("storygraph.cy.getElementById('s01-arrival').data('thumb')").startswith("/media/")
+    assert page.evaluate("storygraph.lastSeq") >= seq
+    # a scene the page has never seen: added, joined and generated elsewhere, it shows up too
+    parent = live.store.scene("s09-market")
+    t = Transition("s09-market", "s10-coda", "cut", 3.0)
+    live.store.upsert_scene(SceneSpec("s10-coda", "Tomas closes the market", characters=("tomas",), environment="market"),
+                            child_placement(parent.placement, "s10-coda", 3.0, continues_branch=True))
+    live.store.upsert_transition(TransitionRecord(t.from_id, t.to_id, t.kind, 3.0, transition_decay(3.0, 10.0)))
+    commit_take(live.store, "s10-coda")
+    n = len(live.story.scenes) + 1
+    wait_js(page, f"storygraph.cy.nodes('.scene').length === {n}", timeout=5)
+    wait_js(page, "storygraph.cy.getElementById('s10-coda').data('status') === 'done'", timeout=5)
+    assert page.evaluate("storygraph.cy.getElementById('next:s09-market>s10-coda').length") == 1
+    assert page.evaluate("window.__sameDocument") == "still here"
+    # story text is shown as text, never run as markup
+    hostile = '<img src=x onerror="window.__xss=1">'
+    live.store.upsert_character(Character("hacker", hostile, "<script>window.__xss=2</script>"))
+    live.store.append_event("character.updated", "hacker")
+    wait_js(page, "storygraph.cy.getElementById('hacker').length === 1", timeout=5)
+    click_node(page, "hacker")
+    wait_js(page, "document.querySelector('#tab-character h2')")
+    assert page.locator("#tab-character h2").inner_text() == hostile
+    assert page.evaluate("window.__xss === undefined")
+    click_node(page, "s01-arrival")
+    wait_js(page, "document.querySelector('#scene-video')")
+    wait_js(page, "document.querySelector('#scene-video').readyState >= 1")  # the browser read the mp4
+    shot(page, "live-commit")
+    # the memory a scene was conditioned on: drawn for the selected scene, listed in its panel
+    mara = live.store.appearances(character_id="mara", with_vectors=False)[0]
+    commit_take(live.store, "s04-meeting", conditioned_on=[
+        ConditionRecord("keyframe", "Appearance", mara.id, 8, 0.6, 0.74, "nearest prior appearance of mara on this timeline"),
+        ConditionRecord("extension", "Scene", "s01-arrival", 0, 1.0, None, "reference frames")])
+    wait_js(page, "storygraph.cy.getElementById('s04-meeting').data('status') === 'done'", timeout=5)
+    click_node(page, "s04-meeting")
+    wait_js(page, "document.querySelectorAll('#tab-scene .cond-item').length === 2")
+    edges = page.evaluate("storygraph.cy.edges('.conditioned').map(e => [e.target().id(), e.data('label')]).sort()")
+    assert edges == [["s01-arrival", "extension"], ["s01-arrival", "keyframe · mara · 0.74"]]
+    assert "nearest prior appearance of mara" in page.locator("#tab-scene").inner_text()
+    shot(page, "conditioning")
+
+
+def test_console_returns_rows_and_refuses_a_write(page, live):
+    open_viewer(page, live)
+    page.click("#tabs button[data-tab=console]")
+    page.fill("#cypher", "MATCH (s:Scene) WHERE s.environment = 'pier' RETURN s.id AS scene ORDER BY s.clock")
+    page.click("#run-query")
+    wait_js(page, "document.querySelectorAll('#query-table tr').length > 1")
+    pier = [s.id for s in live.story.scenes if s.environment == "pier"]
+    cells = page.locator("#query-table td").all_inner_texts()
+    assert sorted(cells) == sorted(pier)
+    hits = page.evaluate("storygraph.cy.nodes('.hit').map(n => n.id()).sort()")
+    assert hits == sorted(pier)
+    shot(page, "console-read")
+    page.fill("#cypher", "MATCH (s:Scene) DETACH DELETE s")
+    page.click("#run-query")
+    wait_js(page, "!document.querySelector('#query-error').hidden")
+    assert "read-only" in page.locator("#query-error").inner_text()
+    assert len(live.store.scenes()) == len(live.story.scenes)
+    shot(page, "console-write-refused")
+
+
+def test_the_page_reconnects_and_catches_up(page, live):
+    """The event route fails (503) for a while: the page recreates its EventSource with backoff, passes its
+    last id itself, and gets the event it missed."""
+    open_viewer(page, live)
+    viewer = viewer_of(live.app)
+    viewer.hub.close()  # ends the open stream; reconnections now get 503 and close for good
+    wait_js(page, "storygraph.live === 'offline'", timeout=10)
+    commit_take(live.store, "s03-keeper")
+    hub = EventHub(live.store, poll_s=viewer.config.poll_s)
+    hub.start()
+    viewer.hub = hub
+    wait_js(page, "storygraph.cy.getElementById('s03-keeper').data('status') === 'done'", timeout=15)
+    assert page.evaluate("storygraph.connects") >= 2
+
+
+def _studio_or_skip(story_dir):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from storygraph.engine.demo import demo_story, prepare
+        from storygraph.engine.engine import StoryEngine
+        from storygraph.storyfile import load_story
+
+        prepare(story_dir)
+        eng = StoryEngine(story_dir)
+    except Exception as e:  # pragma: no cover - depends on the engine being installed whole
+        pytest.skip(f"StoryEngine with tiny models unavailable: {type(e).__name__}: {e}")
+    eng.load(demo_story(load_story(EXAMPLE)))
+    return eng
+
+
+@pytest.mark.slow
+def test_edit_a_scene_and_generate_it_from_the_page(page, tmp_path):
+    eng = _studio_or_skip(tmp_path / "studio")
+    app = create_app(eng.store, eng, keepalive_s=5)
+    rs = start(app)
+    try:
+        live = Live(eng.store, None, app, rs)
+        open_viewer(page, live)
+        assert page.locator("#mode").inner_text().lower() == "studio"
+        click_node(page, "s01-arrival")
+        page.click("#edit-scene")
+        page.fill("#scene-form textarea[name=action]", "Mara runs along the pier in the rain")
+        page.click("#scene-form button[type=submit]")
+        wait_js(page, "document.querySelector('#scene-form .form-status').textContent.startsWith('saved')")
+        assert eng.store.scene("s01-arrival").spec.action == "Mara runs along the pier in the rain"
+        page.click("#tabs button[data-tab=scene]")
+        page.click("#gen-1")
+        wait_js(page, "document.querySelector('#gen-status').textContent.includes('queued')")
+        shot(page, "generate-queued")
+        wait_js(page, "storygraph.cy.getElementById('s01-arrival').data('status') === 'done'", timeout=240)
+        rec = eng.store.scene("s01-arrival")
+        assert rec.status == "done" and rec.takes >= 1 and "runs along the pier" in (rec.prompt or "")
+        wait_js(page, "document.querySelector('#scene-video') && document.querySelector('#scene-video').readyState >= 1",
+                timeout=20)
+        kinds = page.evaluate("storygraph.events.map(e => e.kind)")
+        assert "job.started" in kinds and "take.committed" in kinds
+        shot(page, "generated")
+    finally:
+        rs.stop()
+        viewer_of(app).worker.close(wait=30)
+        eng.close()
