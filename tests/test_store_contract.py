@@ -123,6 +123,9 @@ def test_commit_take_is_idempotent_and_writes_memory(store):
     got = store.appearances(character_id="mara")
     assert [a.id for a in got] == ["a#0#mara"] and got[0].accepted and len(got[0].clip) == 4
     assert store.appearances(ids=["a#0#mara"], with_vectors=False)[0].clip == []
+    for kw in ({"character_id": "mara"}, {"scene_id": "a"}, {}):
+        meta = store.appearances(with_vectors=False, **kw)
+        assert [(a.id, a.clip, a.dino, a.strength) for a in meta] == [("a#0#mara", [], [], 1.0)]
     assert store.appearances(ids=[]) == []
     assert [a.id for a in store.appearances()] == ["a#0#mara"]
     assert list(store.appearance_keys()) == [("a#0#mara", "mara")]

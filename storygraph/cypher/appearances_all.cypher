@@ -4,6 +4,6 @@ RETURN a.id AS id, a.character_id AS character_id, a.scene_id AS scene_id, a.tak
        a.frame_index AS frame_index, a.frame_path AS frame_path, a.strength AS strength,
        a.reinforced_clock AS reinforced_clock, a.identity_score AS identity_score, a.clock AS clock,
        a.branch AS branch, a.pos AS pos, a.accepted AS accepted,
-       CASE WHEN $with_vectors THEN a.clip ELSE NULL END AS clip,
-       CASE WHEN $with_vectors THEN a.dino ELSE NULL END AS dino
+       a.clip AS clip,
+       a.dino AS dino
 ORDER BY clock, id

@@ -228,12 +228,11 @@ class StoryEngine:
     def indexes(self) -> dict:
         """The CLIP and DINOv2 vector indexes, reconciled with the graph on first use."""
         if self._indexes is None:
-            from .vectors import VectorIndex
+            from .vectors import VectorIndex, reconcile_all
 
             folder = self.dir / "vectors"
             self._indexes = {space: VectorIndex.open(folder, space, device=self.device) for space in ("clip", "dino")}
-            for idx in self._indexes.values():
-                idx.reconcile(self.store)
+            reconcile_all(self.store, self._indexes)  # one read of the graph for both spaces
         return self._indexes
 
     @property

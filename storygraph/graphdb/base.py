@@ -390,18 +390,19 @@ class CypherStore:
     def appearances(self, ids: Optional[Iterable[str]] = None, character_id: Optional[str] = None,
                     accepted_only: bool = True, with_vectors: bool = True,
                     scene_id: Optional[str] = None) -> list[Appearance]:
-        flags = {"accepted_only": accepted_only, "with_vectors": with_vectors}
+        flags = {"accepted_only": accepted_only}
+        suffix = "" if with_vectors else "_meta"  # reading the vectors is most of the cost: skip when unused
         if scene_id is not None:
-            rows = self._read("appearances_by_scene", {"scene": scene_id, **flags})
+            rows = self._read("appearances_by_scene" + suffix, {"scene": scene_id, **flags})
         elif ids is not None:
             ids = list(ids)
             if not ids:
                 return []
-            rows = self._read("appearances_by_ids", {"ids": ids, **flags})
+            rows = self._read("appearances_by_ids" + suffix, {"ids": ids, **flags})
         elif character_id is not None:
-            rows = self._read("appearances_by_character", {"character": character_id, **flags})
+            rows = self._read("appearances_by_character" + suffix, {"character": character_id, **flags})
         else:
-            rows = self._read("appearances_all", flags)
+            rows = self._read("appearances_all" + suffix, flags)
         return [appearance_from_row(r) for r in rows]
 
     def appearance_keys(self) -> Iterator[tuple[str, str]]:
