@@ -173,8 +173,9 @@ def test_events_are_monotonic_and_replayable(store):
     seqs.append(store.set_scene_status("a", "generating", note="started"))
     assert seqs == [2, 3, 4, 5, 6, 7]
     assert [e.seq for e in store.events_since(3, limit=3)] == [4, 5, 6]
-    assert store.events_since(7) == []
-    assert store.last_event_seq() == 7
+    assert store.append_events([("x", "a", None), ("y", "b", {"k": 1})]) == 9
+    assert [(e.kind, e.ref_id, e.payload) for e in store.events_since(7)] == [("x", "a", "{}"), ("y", "b", '{"k": 1}')]
+    assert store.last_event_seq() == 9
     assert store.scene("a").status == "generating" and "started" in store.scene("a").notes
     with pytest.raises(StoreError):
         store.set_scene_status("a", "bogus")

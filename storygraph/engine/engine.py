@@ -59,6 +59,7 @@ class StoryEngine:
         self._retriever = None
         self._indexes = None
         self._unsaved = 0  # scenes indexed since the last save
+        self._held: list = []  # stage events not yet written
         self._work_lock = threading.Lock()
         self._lockfile = None
         self._listeners: list[Callable] = []
@@ -265,8 +266,16 @@ class StoryEngine:
         finally:
             self._work_lock.release()
 
-    def _stage(self, scene_id: str, stage: str, progress: Optional[ProgressFn], **info) -> None:
-        self.store.append_event("scene.stage", scene_id, {"stage": stage, **info})
+    def _stage(self, scene_id: str, stage: str, progress: Optional[ProgressFn], log: bool = True, **info) -> None:
+        """Tell listeners a stage began; with ``log``, also append it (and any held back) to the Event log.
+
+        plan, retrieve and condition take milliseconds, so their events are held back and written in one
+        transaction with the next logged stage rather than one transaction each.
+        """
+        self._held.append(("scene.stage", scene_id, {"stage": stage, **info}))
+        if log:
+            self.store.append_events(self._held)
+            self._held = []
         for fn in ([progress] if progress else []) + self._listeners:
             fn(scene_id, stage, info)
 
@@ -327,17 +336,17 @@ class StoryEngine:
         timings: dict = {}
 
         t = time.perf_counter()
-        self._stage(sid, "plan", progress)
+        self._stage(sid, "plan", progress, log=False)
         prompt = build_prompt(spec, ctx.characters, ctx.environment, cfg.prompt_template)
         timings["plan_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        self._stage(sid, "retrieve", progress)
+        self._stage(sid, "retrieve", progress, log=False)
         memories, references = self._retrieve(ctx)
         timings["retrieve_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        self._stage(sid, "condition", progress)
+        self._stage(sid, "condition", progress, log=False)
         parent_frames = None
         if ctx.parent is not None and ctx.parent.last_frame_path:
             parent_frames = read_last_frames(Path(ctx.parent.last_frame_path).parent, cfg.extension_frames)

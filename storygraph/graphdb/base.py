@@ -424,6 +424,14 @@ class CypherStore:
         with self._transaction(write=True) as run:
             return self._event(run, kind, ref_id, payload)
 
+    def append_events(self, events: Sequence[tuple[str, str, Optional[dict]]]) -> int:
+        """Append several (kind, ref_id, payload) events in one transaction; returns the last seq."""
+        seq = 0
+        with self._transaction(write=True) as run:
+            for kind, ref_id, payload in events:
+                seq = self._event(run, kind, ref_id, payload)
+        return seq
+
     def events_since(self, seq: int, limit: int = 1000) -> list[Event]:
         rows = self._read("events_since", {"seq": int(seq), "limit": int(limit)})
         return [Event(int(r["seq"]), r["kind"], r["ref_id"], r["at"], r["payload"] or "{}") for r in rows]
