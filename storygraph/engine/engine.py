@@ -10,7 +10,6 @@ with the graph on open.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from contextlib import contextmanager
@@ -18,11 +17,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
-from ..config import CONFIG_NAME, Config, resolve_device
+from ..config import Config, resolve_device
 from ..domain import (
     Candidate, Character, ConditionRecord, Environment, SceneSpec, Story, Transition,
 )
-from ..graphdb import SceneCommit, SceneRecord, StoreError, TakeRecord, TransitionRecord, open_store
+from ..graphdb import SceneCommit, SceneRecord, TakeRecord, TransitionRecord, open_store
 from ..faults import crash_point
 from ..timeline import child_placement, place_scenes, transition_decay
 from . import memory
