@@ -1,6 +1,6 @@
 """Per-scene context query cost as a story grows: 100 scenes against N scenes (default 100 000).
 
-Builds a synthetic story with bulk COPY (1 000 characters, 10 planned appearances per scene, a branch every
+Builds a synthetic story with bulk COPY (1 000 characters, 10 planned appearances per scene, an alternative
 50 scenes), then times ``store.scene_context`` — the read the engine runs before every scene — on random
 scenes. Prints one JSON object.
 
@@ -37,10 +37,13 @@ def build(folder: Path, scenes: int, seed: int = 0) -> tuple[EmbeddedStore, floa
     ids = [f"s{i:07d}" for i in range(scenes)]
     kinds = ["continuous", "cut", "time_skip"]
     transitions = []
+    main = [ids[0]]  # the main timeline; every 50th scene is an alternative take on it, branching off 25 back
     for i in range(1, scenes):
-        # every 50th scene branches off a scene ~25 back, else continues the previous one
-        parent = ids[i - 25] if i % 50 == 0 and i >= 25 else ids[i - 1]
-        transitions.append(Transition(parent, ids[i], kinds[i % 3]))
+        if i % 50 == 0 and len(main) > 25:
+            transitions.append(Transition(main[-25], ids[i], kinds[i % 3]))
+        else:
+            transitions.append(Transition(main[-1], ids[i], kinds[i % 3]))
+            main.append(ids[i])
     placements = place_scenes(ids, transitions)
     chars = [f"c{j:04d}" for j in range(CHARACTERS)]
     envs = [f"e{j:03d}" for j in range(ENVIRONMENTS)]
