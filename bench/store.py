@@ -1,8 +1,8 @@
 """Per-scene context query cost as a story grows: 100 scenes against N scenes (default 100 000).
 
 Builds a synthetic story with bulk COPY (1 000 characters, 10 planned appearances per scene, an alternative
-50 scenes), then times ``store.scene_context`` — the read the engine runs before every scene — on random
-scenes. Prints one JSON object.
+branch off the main timeline every 50 scenes), then times ``store.scene_context`` — the read the engine runs
+before every scene — on random scenes. Prints one JSON object.
 
     python bench/store.py [--scenes N] [--queries Q]
 """
