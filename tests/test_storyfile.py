@@ -328,7 +328,9 @@ def test_deep_nesting_is_refused_before_parsing(tmp_path):
     path = tmp_path / "deep.yaml"
     depth = 200_000  # deep enough to crash a recursive composer
     path.write_text("story: {id: x}\nscenes: " + "[" * depth + "]" * depth + "\n", encoding="utf-8")
-    _fails(path, 2, "nesting deeper than")
+    # our own check refuses it; PyYAML >= 6.0.4 may refuse it first with its own nesting limit — either way
+    # the file is refused with its line, before any recursive composition
+    _fails(path, 2, "nesting")
 
 
 def test_alias_expansion_is_bounded(tmp_path):
