@@ -90,8 +90,13 @@ def build_history(folder: Path, scenes: int, rng: np.random.Generator) -> str:
     store.load_story(story)
     ids = [f"h{i:06d}" for i in range(scenes)]
     kinds = ("continuous", "cut", "time_skip")
-    transitions = [Transition(ids[i - 25] if i % 50 == 0 and i >= 25 else ids[i - 1], ids[i], kinds[i % 3])
-                   for i in range(1, scenes)]
+    transitions, main = [], [ids[0]]  # a main timeline with an alternative branching off it every 50 scenes
+    for i in range(1, scenes):
+        if i % 50 == 0 and len(main) > 25:
+            transitions.append(Transition(main[-25], ids[i], kinds[i % 3]))
+        else:
+            transitions.append(Transition(main[-1], ids[i], kinds[i % 3]))
+            main.append(ids[i])
     placement = place_scenes(ids, transitions)
     p = [placement[s] for s in ids]
     cast = [list(rng.choice(CHARACTERS, PER_SCENE, replace=False)) for _ in ids]
