@@ -29,11 +29,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from storygraph.config import Config, EngineConfig, ModelsConfig  # noqa: E402
-from storygraph.domain import Character, Environment, SceneSpec, Story, Transition  # noqa: E402
+from storygraph.domain import Character, Environment, SceneSpec, Story  # noqa: E402
 from storygraph.engine.demo import DEMO_DEFAULTS  # noqa: E402
 from storygraph.engine.engine import StoryEngine  # noqa: E402
 from storygraph.graphdb.embedded import EmbeddedStore  # noqa: E402
 from storygraph.timeline import place_scenes, transition_decay  # noqa: E402
+from store import synthetic_transitions  # noqa: E402  (bench/store.py: the same synthetic timeline)
 
 DIM = 768
 CHARACTERS = 100
@@ -89,14 +90,7 @@ def build_history(folder: Path, scenes: int, rng: np.random.Generator) -> str:
                   environments=(Environment("set", "a synthetic set"),), defaults=DEMO_DEFAULTS)
     store.load_story(story)
     ids = [f"h{i:06d}" for i in range(scenes)]
-    kinds = ("continuous", "cut", "time_skip")
-    transitions, main = [], [ids[0]]  # a main timeline with an alternative branching off it every 50 scenes
-    for i in range(1, scenes):
-        if i % 50 == 0 and len(main) > 25:
-            transitions.append(Transition(main[-25], ids[i], kinds[i % 3]))
-        else:
-            transitions.append(Transition(main[-1], ids[i], kinds[i % 3]))
-            main.append(ids[i])
+    transitions = synthetic_transitions(ids)
     placement = place_scenes(ids, transitions)
     p = [placement[s] for s in ids]
     cast = [list(rng.choice(CHARACTERS, PER_SCENE, replace=False)) for _ in ids]

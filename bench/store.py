@@ -29,21 +29,26 @@ ENVIRONMENTS = 100
 PER_SCENE = 10
 
 
+def synthetic_transitions(ids: list[str]) -> list[Transition]:
+    """A main timeline through ``ids`` with every 50th scene an alternative branching off 25 scenes back."""
+    kinds = ("continuous", "cut", "time_skip")
+    transitions, main = [], [ids[0]]
+    for i in range(1, len(ids)):
+        if i % 50 == 0 and len(main) > 25:
+            transitions.append(Transition(main[-25], ids[i], kinds[i % 3]))
+        else:
+            transitions.append(Transition(main[-1], ids[i], kinds[i % 3]))
+            main.append(ids[i])
+    return transitions
+
+
 def build(folder: Path, scenes: int, seed: int = 0) -> tuple[EmbeddedStore, float, list[str]]:
     rng = random.Random(seed)
     store = EmbeddedStore(folder, story_id="bench")
     store.load_story(Story("bench", "synthetic"))
     t0 = time.perf_counter()
     ids = [f"s{i:07d}" for i in range(scenes)]
-    kinds = ["continuous", "cut", "time_skip"]
-    transitions = []
-    main = [ids[0]]  # the main timeline; every 50th scene is an alternative take on it, branching off 25 back
-    for i in range(1, scenes):
-        if i % 50 == 0 and len(main) > 25:
-            transitions.append(Transition(main[-25], ids[i], kinds[i % 3]))
-        else:
-            transitions.append(Transition(main[-1], ids[i], kinds[i % 3]))
-            main.append(ids[i])
+    transitions = synthetic_transitions(ids)
     placements = place_scenes(ids, transitions)
     chars = [f"c{j:04d}" for j in range(CHARACTERS)]
     envs = [f"e{j:03d}" for j in range(ENVIRONMENTS)]
