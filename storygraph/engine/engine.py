@@ -373,7 +373,8 @@ class StoryEngine:
                 conditions=plan.conditions)
             result = self.generator.generate(request)
             take_dir = self.dir / "media" / sid / f"take-{n}"
-            media = write_take(take_dir, result, fps=spec.fps, last_n=cfg.extension_frames)
+            # samples=0: the observer samples the frames in memory and writes the ones memory points at
+            media = write_take(take_dir, result, fps=spec.fps, last_n=cfg.extension_frames, samples=0)
             timings[f"generate_s_take{n}"] = time.perf_counter() - t
             crash_point("after_generate")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -70,7 +70,7 @@ def export_ltx_trainer(store, out_dir, filters: ExportFilter = ExportFilter(), i
         entries.append(entry)
         details.append({"scene": scene.id, "take": scene.chosen_take, "media_path": entry["media_path"],
                         "scores": scene.scores.as_dict(),
-                        "conditioned_on": [c.__dict__ for c in store.conditioned_on(scene.id)]})
+                        "conditioned_on": [asdict(c) for c in store.conditioned_on(scene.id)]})
         for a in store.appearances(scene_id=scene.id):
             emb_ids.append(a.id)
             clip.append(a.clip)

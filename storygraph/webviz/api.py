@@ -324,13 +324,19 @@ def add_character():
     ch = Character(id=cid, name=_text(d.get("name"), "name", required=True, limit=200),
                    description=_text(d.get("description"), "description", required=True),
                    decay_tau=None if tau in (None, "") else _number(tau, "decay_tau", 1e-6, 1e9))
-    existing = {c.id: c for c in _viewer().store.characters()}
-    if cid in existing and existing[cid].reference_path:
-        from dataclasses import replace
-
-        ch = replace(ch, reference_path=existing[cid].reference_path)
+    ch = _keep_reference(ch, _viewer().store.characters())
     _engine_call("character.saved", cid, _viewer().engine.add_character, ch)
     return jsonify({"ok": True, "id": cid}), 201
+
+
+def _keep_reference(new, existing):
+    """The form has no reference image field: an edit keeps the one the story file gave."""
+    old = next((x for x in existing if x.id == new.id), None)
+    if old is not None and old.reference_path:
+        from dataclasses import replace
+
+        return replace(new, reference_path=old.reference_path)
+    return new
 
 
 @bp.post("/environments")
@@ -343,11 +349,7 @@ def add_environment():
     eid = _id(d.get("id"), "id")
     env = Environment(id=eid, description=_text(d.get("description"), "description", required=True),
                       name=_text(d.get("name"), "name", limit=200))
-    existing = {e.id: e for e in _viewer().store.environments()}
-    if eid in existing and existing[eid].reference_path:
-        from dataclasses import replace
-
-        env = replace(env, reference_path=existing[eid].reference_path)
+    env = _keep_reference(env, _viewer().store.environments())
     _engine_call("environment.saved", eid, _viewer().engine.add_environment, env)
     return jsonify({"ok": True, "id": eid}), 201
 
