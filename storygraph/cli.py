@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -120,8 +121,49 @@ def _parse_param(text: str):
     key, value = text.split("=", 1)
     try:
         return key, json.loads(value)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return key, value
+
+
+def _timeout_option(ctx, param, value):
+    from .graphdb.console import check_timeout
+    from .graphdb.store import QueryError
+
+    try:
+        return check_timeout(value)
+    except QueryError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@contextmanager
+def _reading_store(graph: str, story_id, database):
+    """A store to read from: the story itself or, when another process holds it open for writing, a consistent
+    snapshot that process makes for us (see graphdb/holder.py)."""
+    from .graphdb import StoreError, StoryLocked, open_store
+    from .graphdb.holder import holder_of, remote_snapshot
+
+    try:
+        store = open_store(graph, story_id, database=database, create=False)
+    except StoryLocked as e:
+        info = holder_of(graph)
+        if info is None:
+            _fail(str(e))
+        try:
+            with remote_snapshot(info, graph) as snapshot:
+                store = open_store(snapshot, story_id, read_only=True, create=False)
+                try:
+                    yield store
+                finally:
+                    store.close()
+        except StoreError as e2:
+            _fail(str(e2))
+        return
+    except StoreError as e:
+        _fail(str(e))
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 @main.command()
@@ -129,23 +171,43 @@ def _parse_param(text: str):
 @graph_options
 @click.option("--param", "-p", "params", multiple=True, help="query parameter key=value (value parsed as JSON if it can be)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON rows instead of a table")
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="seconds before the query is stopped")
-def query(cypher, graph, story_id, database, params, as_json, timeout):
-    """Run a read-only Cypher query over a story. Writes are refused."""
-    from .graphdb import QueryError, ReadOnlyViolation
+@click.option("--timeout", type=float, default=30.0, show_default=True, callback=_timeout_option,
+              help="seconds before the query is stopped, parsing included (0.001 to 3600)")
+@click.option("--max-rows", type=click.IntRange(1, 1_000_000), default=1000, show_default=True,
+              help="rows returned at most; more are cut and the output says so")
+def query(cypher, graph, story_id, database, params, as_json, timeout, max_rows):
+    """Run a read-only Cypher query over a story. Writes, files and settings are refused.
+
+    On an embedded story that `storygraph run`, `resume` or `studio` holds open, the query is answered by
+    that process.
+    """
+    from .graphdb import QueryError, ReadOnlyViolation, StoreError, StoryLocked, open_store
+    from .graphdb.holder import holder_of, remote_query
 
     values = dict(_parse_param(p) for p in params)
-    store = _open_store(graph, story_id, database, create=False)
     try:
-        result = store.query(cypher, values, read_only=True, timeout_s=timeout)
+        try:
+            store = open_store(graph, story_id, database=database, create=False)
+        except StoryLocked as e:
+            info = holder_of(graph)
+            if info is None:
+                _fail(str(e))
+            result = remote_query(info, cypher, values, timeout, max_rows)
+        else:
+            try:
+                result = store.query(cypher, values, read_only=True, timeout_s=timeout, max_rows=max_rows)
+            finally:
+                store.close()
     except ReadOnlyViolation as e:
         _fail(f"{e} (the graph is unchanged)", EXIT_REFUSED)
     except QueryError as e:
         _fail(f"query failed: {e}", EXIT_BAD_INPUT)
-    finally:
-        store.close()
+    except StoreError as e:
+        _fail(str(e))
     if as_json:
         click.echo(json.dumps(result.records(), ensure_ascii=False, default=str))
+        if result.truncated:
+            _console(stderr=True).print(f"truncated: only the first {len(result.rows)} rows (--max-rows)")
         return
     from rich.table import Table
 
@@ -154,15 +216,15 @@ def query(cypher, graph, story_id, database, params, as_json, timeout):
         table.add_row(*(json.dumps(v, ensure_ascii=False, default=str) if not isinstance(v, str) else v for v in row))
     console = _console()
     console.print(table)
-    console.print(f"{len(result.rows)} row(s)")
+    more = f" — truncated: more rows matched (raise --max-rows)" if result.truncated else ""
+    console.print(f"{len(result.rows)} row(s){more}")
 
 
 @main.command()
 @graph_options
 def show(graph, story_id, database):
     """A summary of a story: scenes by status, characters, branches, memory."""
-    store = _open_store(graph, story_id, database, create=False)
-    try:
+    with _reading_store(graph, story_id, database) as store:
         meta = store.story_meta()
         if meta is None:
             _fail(f"{graph} holds no story (or several: name one with --story)")
@@ -170,8 +232,6 @@ def show(graph, story_id, database):
         characters = store.characters()
         transitions = store.transitions()
         appearances = sum(1 for _ in store.appearance_keys())
-    finally:
-        store.close()
     from rich.table import Table
 
     console = _console()
@@ -203,6 +263,21 @@ def _engine(directory, graph=None, story_id=None, database=None, config=None):
         return StoryEngine(directory, graph=graph, config=config, story=story_id, database=database)
     except (StoreError, ConfigError) as e:
         _fail(str(e))
+
+
+@contextmanager
+def _holding(engine):
+    """While this process holds an embedded story, answer other local processes' reads of it (holder.py)."""
+    if getattr(engine.store, "backend", None) != "ladybug":
+        yield
+        return
+    from .graphdb.holder import HolderService
+
+    service = HolderService(engine.store, engine.dir).start()
+    try:
+        yield
+    finally:
+        service.close()
 
 
 def _run_with_progress(engine, takes=None, until=None, note: str = "") -> list:
@@ -265,9 +340,10 @@ def run(story_file, directory, graph, database, model, takes, until):
         config = config.with_overrides(models={"ltx2": model})
     engine = _engine(directory, graph, story.id, database, config)
     try:
-        engine.load(story)
-        _run_with_progress(engine, takes=takes, until=until)
-        _summary(engine)
+        with _holding(engine):
+            engine.load(story)
+            _run_with_progress(engine, takes=takes, until=until)
+            _summary(engine)
     except Exception as e:  # noqa: BLE001 - a clear line for any model or graph error
         _fail(f"{type(e).__name__}: {e}")
     finally:
@@ -284,8 +360,9 @@ def resume(directory, graph, story_id, database, takes):
     """Finish a run that was stopped or killed, from the first unfinished scene."""
     engine = _engine(directory, graph, story_id, database)
     try:
-        _run_with_progress(engine, takes=takes)
-        _summary(engine)
+        with _holding(engine):
+            _run_with_progress(engine, takes=takes)
+            _summary(engine)
     except Exception as e:  # noqa: BLE001
         _fail(f"{type(e).__name__}: {e}")
     finally:
@@ -308,12 +385,9 @@ def export(directory, graph, story_id, fmt, out, min_identity, min_text_alignmen
     """Write a training set (dataset.json + videos, scores and embeddings beside it)."""
     from .engine.export import ExportFilter, export_ltx_trainer
 
-    store = _open_store(graph or directory, story_id, None, create=False)
-    try:
+    with _reading_store(graph or directory, story_id, None) as store:
         result = export_ltx_trainer(store, out or Path(directory) / "export", ExportFilter(
             min_identity, min_text_alignment, min_subject_consistency, min_transition_smoothness), ic_lora=ic_lora)
-    finally:
-        store.close()
     _console().print(f"wrote {result['entries']} entries to {result['dir']}/dataset.json "
                      f"({result['skipped']} skipped by the filters)")
 
@@ -327,12 +401,9 @@ def report(directory, graph, story_id, out):
     """A PNG and an HTML page: identity per character and the other scores across the story."""
     from .engine.report import write_report
 
-    store = _open_store(graph or directory, story_id, None, create=False)
-    try:
+    with _reading_store(graph or directory, story_id, None) as store:
         meta = store.story_meta() or {}
         result = write_report(store, out or Path(directory) / "report", title=meta.get("title", ""))
-    finally:
-        store.close()
     _console().print(f"wrote {result['html']} and {result['png']}")
 
 
@@ -401,10 +472,11 @@ def studio(directory, story_file, host, port, allow_remote):
 
     engine = _engine(directory)
     try:
-        if story_file:
-            engine.load(_load_story_or_exit(story_file))
-        app = create_app(engine.store, engine, story_dir=engine.dir)
-        _serve(app, host, port, allow_remote)
+        with _holding(engine):
+            if story_file:
+                engine.load(_load_story_or_exit(story_file))
+            app = create_app(engine.store, engine, story_dir=engine.dir)
+            _serve(app, host, port, allow_remote)
     finally:
         engine.close()
 

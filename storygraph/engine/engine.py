@@ -158,8 +158,10 @@ class StoryEngine:
         self.store.append_event("transition.added", transition.to_id, {"from": transition.from_id})
 
     # -- queries and events ----------------------------------------------------------------------
-    def query(self, cypher: str, params: Optional[dict] = None, timeout_s: Optional[float] = 30.0):
-        return self.store.query(cypher, params, read_only=True, timeout_s=timeout_s)
+    def query(self, cypher: str, params: Optional[dict] = None, timeout_s: Optional[float] = 30.0,
+              max_rows: Optional[int] = None):
+        """A read-only Cypher query over the story (see ``StoryStore.query``): refused unless it only reads."""
+        return self.store.query(cypher, params, read_only=True, timeout_s=timeout_s, max_rows=max_rows)
 
     def events(self, since: int = 0, follow: bool = False, poll_s: float = 0.2) -> Iterator:
         """Events after ``since``; with ``follow`` keeps waiting for new ones."""

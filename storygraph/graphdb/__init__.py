@@ -6,7 +6,7 @@ from typing import Optional
 
 from .store import (
     LoadSummary, QueryError, QueryResult, ReadOnlyViolation, SceneCommit, SceneContext, SceneRecord, StoreError,
-    StoryStore, TakeRecord, TransitionRecord,
+    StoryLocked, StoryStore, TakeRecord, TransitionRecord,
 )
 
 
@@ -23,6 +23,6 @@ def open_store(graph, story: Optional[str] = None, *, database: Optional[str] = 
 
 
 __all__ = [
-    "open_store", "StoryStore", "StoreError", "ReadOnlyViolation", "QueryError", "QueryResult", "SceneCommit",
+    "open_store", "StoryStore", "StoreError", "StoryLocked", "ReadOnlyViolation", "QueryError", "QueryResult", "SceneCommit",
     "SceneContext", "SceneRecord", "TakeRecord", "TransitionRecord", "LoadSummary",
 ]

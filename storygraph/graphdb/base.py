@@ -29,6 +29,10 @@ from .store import (
 
 Run = Callable[[str, Optional[dict]], list]
 
+#: Time limit and row limit of a read-only query when the caller names none.
+DEFAULT_QUERY_TIMEOUT_S = 30.0
+DEFAULT_MAX_ROWS = 100_000
+
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -134,7 +138,8 @@ class CypherStore:
         with self._backend_transaction(write) as run:
             yield run
 
-    def _user_query(self, cypher: str, params: dict, timeout_s: Optional[float]) -> QueryResult:  # pragma: no cover
+    def _user_query(self, cypher: str, params: dict, limits) -> QueryResult:  # pragma: no cover - abstract
+        """Run a console query under the backend's own guard (the second one), within ``limits``."""
         raise NotImplementedError
 
     def _write_query(self, cypher: str, params: dict) -> QueryResult:
@@ -446,11 +451,21 @@ class CypherStore:
 
     # -- Cypher ----------------------------------------------------------------------------------
     def query(self, cypher: str, params: Optional[dict] = None, read_only: bool = True,
-              timeout_s: Optional[float] = None) -> QueryResult:
-        params = dict(params or {})
+              timeout_s: Optional[float] = None, max_rows: Optional[int] = None) -> QueryResult:
+        """Run user-written Cypher.
+
+        ``read_only`` (the default, and the only mode the CLI, the studio and ``StoryEngine.query`` use): the
+        query must pass both guards — the allow-list parse (``readonly.py``) and the backend's own — and runs
+        within ``timeout_s`` seconds (default ``DEFAULT_QUERY_TIMEOUT_S``; parsing included), returning at
+        most ``max_rows`` rows (default ``DEFAULT_MAX_ROWS``) with ``truncated`` set when there were more.
+        """
+        from .console import ConsoleLimits, check_max_rows, check_params, check_timeout
+
+        params = check_params(params)
         if read_only:
-            check_read_only(cypher)
-            return self._user_query(cypher, params, timeout_s)
+            limits = ConsoleLimits(check_timeout(DEFAULT_QUERY_TIMEOUT_S if timeout_s is None else timeout_s),
+                                   check_max_rows(DEFAULT_MAX_ROWS if max_rows is None else max_rows))
+            return self._user_query(check_read_only(cypher), params, limits)
         return self._write_query(cypher, params)
 
     def __enter__(self):

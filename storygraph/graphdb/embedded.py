@@ -2,10 +2,17 @@
 
 One process may open a database for writing; the viewer and the engine therefore share one
 ``EmbeddedStore`` in one process. A lock serialises this process's threads on the one connection.
+
+Console (user-written, read-only) queries never run on that connection: ``console.py`` runs each in a
+sandboxed child that opens the database file read-only. For the child to read a consistent file while the
+engine goes on committing, this store checkpoints itself (never automatically inside a commit): before a
+child opens, the write-ahead log is checkpointed with no transaction of ours running, and while any child is
+alive no checkpoint runs, so commits only append to the log, which the child does not read.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from contextlib import contextmanager
@@ -15,7 +22,12 @@ from typing import Optional
 from ..domain import MemoryParams
 from . import queries
 from .base import CypherStore
-from .store import QueryError, QueryResult, ReadOnlyViolation, StoreError
+from .store import QueryResult, StoreError, StoryLocked
+
+#: The write-ahead log is checkpointed after a write transaction once it is this large (and no console
+#: query is reading the file).
+CHECKPOINT_WAL_BYTES = 16 << 20
+
 
 def _rows(result) -> list[dict]:
     cols = result.get_column_names()
@@ -38,16 +50,17 @@ class EmbeddedStore(CypherStore):
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self.db_path = db_path
         try:
-            self._db = ladybug.Database(str(db_path), read_only=read_only)
+            self._db = ladybug.Database(str(db_path), read_only=read_only, auto_checkpoint=False)
         except RuntimeError as e:
             if "lock" in str(e).lower():
-                raise StoreError(
-                    f"{db_path} is open for writing in another process; LadybugDB allows one writer — "
-                    "run the viewer and the engine in one process (storygraph studio) or use Neo4j") from e
+                m = re.search(r"held by PID (\d+)", str(e))
+                raise StoryLocked(db_path, int(m.group(1)) if m else None) from e
             raise
         self._conn = ladybug.Connection(self._db)
         self._lock = threading.RLock()
         self._read_only = read_only
+        self._readers = 0  # console children reading the file now: no checkpoint while there are any
+        self._readers_lock = threading.Lock()
         if not read_only:
             self.setup_schema()
 
@@ -74,37 +87,56 @@ class EmbeddedStore(CypherStore):
                     pass  # a failed statement may already have ended the transaction
                 raise
             self._conn.execute("COMMIT")
+            if write and not self._read_only:
+                self._maybe_checkpoint()
 
-    def _user_query(self, cypher: str, params: dict, timeout_s: Optional[float]) -> QueryResult:
-        with self._lock:
-            if timeout_s:
-                self._conn.set_query_timeout(int(timeout_s * 1000))
+    def _wal_bytes(self) -> int:
+        try:
+            return os.path.getsize(f"{self.db_path}.wal")
+        except OSError:
+            return 0
+
+    def _maybe_checkpoint(self, min_bytes: int = CHECKPOINT_WAL_BYTES) -> None:
+        with self._readers_lock:
+            busy = self._readers > 0
+        if not busy and self._wal_bytes() > min_bytes:
+            self._conn.execute("CHECKPOINT")
+
+    @contextmanager
+    def console_fence(self):
+        """Hold this store still while a console child opens the database file (see the module docstring).
+
+        Entering checkpoints the log with no transaction of ours running and keeps the lock; the callable it
+        yields releases the lock once the child has the file open. Checkpoints stay off until the exit.
+        """
+        if self._read_only:
+            yield lambda: None
+            return
+        self._lock.acquire()
+        held = True
+
+        def opened() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self._lock.release()
+        try:
+            if self._wal_bytes() > 0:
+                self._conn.execute("CHECKPOINT")
+            with self._readers_lock:
+                self._readers += 1
             try:
-                self._conn.execute("BEGIN TRANSACTION READ ONLY")
-                try:
-                    result = self._conn.execute(cypher, params)
-                    if isinstance(result, list):
-                        raise ReadOnlyViolation("read-only query refused: several statements")
-                    cols = result.get_column_names()
-                    rows = [list(r) for r in result.get_all()]
-                finally:
-                    try:
-                        self._conn.execute("ROLLBACK")
-                    except RuntimeError:
-                        pass
-            except ReadOnlyViolation:
-                raise
-            except RuntimeError as e:
-                msg = str(e)
-                if "read-only" in msg.lower() or "read only" in msg.lower():
-                    raise ReadOnlyViolation(f"read-only query refused: {msg}") from e
-                if msg.strip() == "Interrupted.":
-                    raise QueryError(f"query stopped after its time limit of {timeout_s:g} s") from e
-                raise QueryError(msg) from e
+                yield opened
             finally:
-                if timeout_s:
-                    self._conn.set_query_timeout(0)
-        return QueryResult(cols, rows)
+                with self._readers_lock:
+                    self._readers -= 1
+        finally:
+            opened()
+
+    def _user_query(self, cypher: str, params: dict, limits) -> QueryResult:
+        from . import console
+
+        return console.run(self.db_path, cypher, params, limits, fence=self.console_fence)
 
     def bulk_copy(self, table: str, columns: dict) -> None:
         """Bulk-load rows into node or relationship table ``table`` with COPY.

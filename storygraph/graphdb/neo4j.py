@@ -2,8 +2,10 @@
 
 Use it when a story outgrows one machine or several viewers and engines must share it:
 ``--graph neo4j://host:7687`` (or ``bolt://``, ``neo4j+s://``) with ``NEO4J_USER``/``NEO4J_PASSWORD``.
-Read-only queries are checked three times: lexically, by the query type Neo4j reports for an ``EXPLAIN``
-(only ``r`` passes), and by running them in a read transaction.
+Console queries are checked by the allow-list parse (``readonly.py``), then by Neo4j itself: the query type
+its planner reports for an ``EXPLAIN`` (only ``r`` passes) and the operators of that plan (no LOAD CSV, no
+procedure outside the catalog listings, nothing writing), then run in a read transaction with a server-side
+time limit, pulling at most ``max_rows + 1`` records.
 """
 
 from __future__ import annotations
@@ -35,6 +37,29 @@ def _plain(value):
     if hasattr(value, "iso_format"):
         return value.iso_format()
     return value
+
+
+# Plan operators a console query may not use, whatever Neo4j says of its type: file and network reads
+# (LOAD CSV), procedure calls (APOC and friends can read files, call URLs or write), and anything writing.
+_REFUSED_OPERATOR_WORDS = ("LoadCSV", "Procedure", "Create", "Merge", "Delete", "Set", "Remove", "Foreach",
+                           "Transaction", "Load")
+_ALLOWED_PROCEDURES = ("db.labels", "db.relationshipTypes", "db.propertyKeys", "db.schema.")
+
+
+def _refused_operators(plan) -> set:
+    """Names of refused operators anywhere in an EXPLAIN plan (a dict tree as the driver returns it)."""
+    out: set = set()
+    stack = [plan] if plan else []
+    while stack:
+        node = stack.pop()
+        op = str(node.get("operatorType", "")).split("@")[0]
+        details = str((node.get("args") or node.get("arguments") or {}).get("Details", ""))
+        if "Procedure" in op and any(details.lstrip().startswith(p) for p in _ALLOWED_PROCEDURES):
+            pass
+        elif any(w in op for w in _REFUSED_OPERATOR_WORDS):
+            out.add(op)
+        stack.extend(node.get("children") or [])
+    return out
 
 
 class Neo4jStore(CypherStore):
@@ -86,7 +111,10 @@ class Neo4jStore(CypherStore):
                 raise
             tx.commit()
 
-    def _user_query(self, cypher: str, params: dict, timeout_s: Optional[float]) -> QueryResult:
+    def _user_query(self, cypher: str, params: dict, limits) -> QueryResult:
+        """The backend's own guard: Neo4j's planner must call the query read-only ('r') and its plan may hold
+        no file, procedure or writing operator; then it runs in a read transaction with a server-side time
+        limit, and at most ``max_rows + 1`` records are pulled."""
         neo4j = self._neo4j
         try:
             with self._session(write=False) as session:
@@ -94,21 +122,31 @@ class Neo4jStore(CypherStore):
                 if summary.query_type != "r":
                     raise ReadOnlyViolation(
                         f"read-only query refused: Neo4j classifies it as {summary.query_type!r}, not read-only ('r')")
+                bad = _refused_operators(summary.plan)
+                if bad:
+                    raise ReadOnlyViolation(f"read-only query refused: its plan uses {', '.join(sorted(bad))}")
 
                 def work(tx):
                     result = tx.run(cypher, params)
                     keys = list(result.keys())
-                    return keys, [[_plain(rec[k]) for k in keys] for rec in result]
+                    rows, truncated = [], False
+                    for rec in result:
+                        if len(rows) == limits.max_rows:
+                            truncated = True
+                            break
+                        rows.append([_plain(rec[k]) for k in keys])
+                    return keys, rows, truncated
 
-                tx_fn = neo4j.unit_of_work(timeout=timeout_s)(work) if timeout_s else work
-                cols, rows = session.execute_read(tx_fn)
+                cols, rows, truncated = session.execute_read(neo4j.unit_of_work(timeout=limits.timeout_s)(work))
         except ReadOnlyViolation:
             raise
         except neo4j.exceptions.Neo4jError as e:
             if "Write" in (e.code or "") or "AccessMode" in (e.code or ""):
                 raise ReadOnlyViolation(f"read-only query refused: {e.message}") from e
+            if "TransactionTimedOut" in (e.code or "") or "Terminated" in (e.code or ""):
+                raise QueryError(f"query stopped after its time limit of {limits.timeout_s:g} s") from e
             raise QueryError(e.message or str(e)) from e
-        return QueryResult(cols, rows)
+        return QueryResult(cols, rows, truncated=truncated)
 
     def close(self) -> None:
         if getattr(self, "_driver", None) is not None:

@@ -26,10 +26,31 @@ class QueryError(StoreError):
     """A user query could not be parsed or run."""
 
 
+class StoryLocked(StoreError):
+    """The embedded story is open for writing in another process (LadybugDB allows one writer)."""
+
+    def __init__(self, db_path, pid=None):
+        self.db_path = db_path
+        self.pid = pid
+        who = f"process {pid}{_command_of(pid)}" if pid else "another process"
+        super().__init__(f"{db_path} is open for writing in {who}; LadybugDB allows one writer — run the viewer "
+                         "and the engine in one process (storygraph studio) or use Neo4j")
+
+
+def _command_of(pid) -> str:
+    try:
+        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+            words = [w.decode("utf-8", "replace") for w in f.read().split(b"\0") if w]
+    except (OSError, ValueError):
+        return ""
+    return f" ({' '.join(words)[:120]})" if words else ""
+
+
 @dataclass
 class QueryResult:
     columns: list[str]
     rows: list[list[Any]]
+    truncated: bool = False  # more rows matched than were fetched (console queries stop at their row limit)
 
     def records(self) -> list[dict]:
         return [dict(zip(self.columns, r)) for r in self.rows]

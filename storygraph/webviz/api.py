@@ -48,7 +48,10 @@ def _viewer():
 
 
 def _body() -> dict:
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # nesting deeper than the JSON decoder goes
+        raise BadRequest("expected a JSON object (nested too deeply)") from None
     if not isinstance(data, dict):
         raise BadRequest("expected a JSON object")
     return data
@@ -282,30 +285,32 @@ def jobs():
 
 @bp.post("/query")
 def query():
+    from ..graphdb.readonly import MAX_QUERY_CHARS
+
     v = _viewer()
     data = _body()
     cypher = data.get("cypher")
     if not isinstance(cypher, str) or not cypher.strip():
         raise BadRequest("cypher: expected a query")
-    if len(cypher) > 20_000:
-        raise BadRequest("cypher: longer than 20000 characters")
+    if len(cypher) > MAX_QUERY_CHARS:
+        raise BadRequest(f"cypher: longer than {MAX_QUERY_CHARS} characters")
     params = data.get("params") or {}
     if not isinstance(params, dict):
         raise BadRequest("params: expected a JSON object")
     t0 = time.perf_counter()
     try:
-        result = v.store.query(cypher, params, read_only=True, timeout_s=v.config.query_timeout_s)
+        # its own process and time limit: the store's lock is held only while the query's process opens the file
+        result = v.store.query(cypher, params, read_only=True, timeout_s=v.config.query_timeout_s,
+                               max_rows=v.config.max_query_rows)
     except ReadOnlyViolation as e:
         raise BadRequest(str(e), 403) from e
     except QueryError as e:
         raise BadRequest(str(e), 400) from e
     elapsed = time.perf_counter() - t0
-    limit = v.config.max_query_rows
-    rows = result.rows[:limit]
     return jsonify({
-        "columns": list(result.columns), "rows": [[jsonable(c) for c in r] for r in rows],
-        "row_count": len(result.rows), "truncated": len(result.rows) > limit, "elapsed_ms": round(elapsed * 1000, 2),
-        "time_limit_s": v.config.query_timeout_s,
+        "columns": list(result.columns), "rows": [[jsonable(c) for c in r] for r in result.rows],
+        "row_count": len(result.rows), "truncated": result.truncated, "elapsed_ms": round(elapsed * 1000, 2),
+        "time_limit_s": v.config.query_timeout_s, "max_rows": v.config.max_query_rows,
     })
 
 
