@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .domain import MemoryParams
+from .errors import InvalidInput
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -108,8 +109,8 @@ class Config:
         return path
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(InvalidInput, ValueError):
+    """``storygraph.toml`` cannot be read or names a key, section or type it should not."""
 
 
 def _toml_value(v: Any) -> str:

@@ -15,11 +15,25 @@ from typing import Optional
 from ..domain import MemoryParams
 from . import queries
 from .base import CypherStore
-from .store import QueryError, QueryResult, ReadOnlyViolation, StoreError
+from .store import (
+    DuplicateRecord, GraphUnavailable, QueryError, QueryResult, ReadOnlyViolation, RecordNotFound, StoreError,
+    StoreInputError,
+)
+
 
 def _rows(result) -> list[dict]:
     cols = result.get_column_names()
     return [dict(zip(cols, r)) for r in result.get_all()]
+
+
+def _wrapped(e: RuntimeError) -> StoreError:
+    """LadybugDB reports every failure as a RuntimeError; sort the ones a caller can act on."""
+    text = str(e)
+    if "duplicated primary key" in text:
+        return DuplicateRecord(text)
+    if "lock" in text.lower():
+        return GraphUnavailable(text)
+    return StoreError(text)
 
 
 class EmbeddedStore(CypherStore):
@@ -34,36 +48,42 @@ class EmbeddedStore(CypherStore):
         self.path = Path(path)  # the story folder; the database lives in its graph/ subfolder
         db_path = self.path / "graph"
         if not create and not db_path.exists():
-            raise StoreError(f"no story graph at {db_path}")
+            raise RecordNotFound(f"no story graph at {db_path}")
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self.db_path = db_path
         try:
             self._db = ladybug.Database(str(db_path), read_only=read_only)
         except RuntimeError as e:
             if "lock" in str(e).lower():
-                raise StoreError(
+                raise GraphUnavailable(
                     f"{db_path} is open for writing in another process; LadybugDB allows one writer — "
                     "run the viewer and the engine in one process (storygraph studio) or use Neo4j") from e
-            raise
+            raise _wrapped(e) from e
         self._conn = ladybug.Connection(self._db)
         self._lock = threading.RLock()
         self._read_only = read_only
         if not read_only:
             self.setup_schema()
 
+    def _execute(self, cypher: str, params: Optional[dict] = None):
+        try:
+            return self._conn.execute(cypher, params or {})
+        except RuntimeError as e:
+            raise _wrapped(e) from e
+
     def setup_schema(self) -> None:
         with self._lock:
             for stmt in queries.load("schema", self.dialect).split(";"):
                 if stmt.strip():
-                    self._conn.execute(stmt)
+                    self._execute(stmt)
 
     @contextmanager
     def _backend_transaction(self, write: bool):
         with self._lock:
-            self._conn.execute("BEGIN TRANSACTION" if write and not self._read_only else "BEGIN TRANSACTION READ ONLY")
+            self._execute("BEGIN TRANSACTION" if write and not self._read_only else "BEGIN TRANSACTION READ ONLY")
 
             def run(cypher: str, params: Optional[dict] = None) -> list[dict]:
-                return _rows(self._conn.execute(cypher, params or {}))
+                return _rows(self._execute(cypher, params))
 
             try:
                 yield run
@@ -73,7 +93,7 @@ class EmbeddedStore(CypherStore):
                 except RuntimeError:
                     pass  # a failed statement may already have ended the transaction
                 raise
-            self._conn.execute("COMMIT")
+            self._execute("COMMIT")
 
     def _user_query(self, cypher: str, params: dict, timeout_s: Optional[float]) -> QueryResult:
         with self._lock:
@@ -116,7 +136,7 @@ class EmbeddedStore(CypherStore):
         import pyarrow as pa
 
         if table not in _COPYABLE:
-            raise StoreError(f"cannot bulk-load table {table!r}")
+            raise StoreInputError(f"cannot bulk-load table {table!r}")
         names, types = _table_columns(table)
         n = len(next(iter(columns.values())))
         arrays = []
@@ -128,10 +148,9 @@ class EmbeddedStore(CypherStore):
                 arrays.append(pa.nulls(n, type=typ))
         unknown = set(columns) - set(names)
         if unknown:
-            raise StoreError(f"table {table} has no column(s) {sorted(unknown)}")
+            raise StoreInputError(f"table {table} has no column(s) {sorted(unknown)}")
         with self._lock:
-            self._conn.execute(queries.load(f"copy_{table.lower()}", self.dialect),
-                               {"data": pa.table(arrays, names=names)})
+            self._execute(queries.load(f"copy_{table.lower()}", self.dialect), {"data": pa.table(arrays, names=names)})
 
     def close(self) -> None:
         with self._lock:
@@ -168,4 +187,4 @@ def _table_columns(table: str):
             names.append(name)
             arrow.append(types[typ])
         return names, arrow
-    raise StoreError(f"no table {table!r} in the schema")
+    raise StoreInputError(f"no table {table!r} in the schema")

@@ -9,20 +9,42 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Optional, Protocol, runtime_checkable
 
+from ..errors import Conflict, InvalidInput, NotFound, Refused, StorygraphError, Unavailable
 from ..domain import (
     Appearance, Character, ConditionRecord, Environment, Event, Placement, SceneSpec, Scores, Story,
 )
 
 
-class StoreError(RuntimeError):
-    """A graph operation failed."""
+class StoreError(StorygraphError, RuntimeError):
+    """A graph operation failed. Backends raise nothing else: a database's own errors are wrapped in one of
+    the subclasses below where they cross into storygraph."""
 
 
-class ReadOnlyViolation(StoreError):
+class RecordNotFound(StoreError, NotFound):
+    """The story, scene or take named is not in the graph."""
+
+
+class StoreConflict(StoreError, Conflict):
+    """The graph's state does not allow the operation (bound to another story)."""
+
+
+class DuplicateRecord(StoreConflict):
+    """A primary key that is taken already."""
+
+
+class StoreInputError(StoreError, InvalidInput):
+    """A value the graph does not take (an unknown status or kind), or a request it cannot resolve."""
+
+
+class GraphUnavailable(StoreError, Unavailable):
+    """The database cannot be had: opened for writing by another process, or unreachable."""
+
+
+class ReadOnlyViolation(StoreError, Refused):
     """A query given to ``query(..., read_only=True)`` would write."""
 
 
-class QueryError(StoreError):
+class QueryError(StoreError, InvalidInput):
     """A user query could not be parsed or run."""
 
 
