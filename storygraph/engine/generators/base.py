@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
+from ...domain import with_generation_settings
+from ...errors import StorygraphError
 
 
 @dataclass
@@ -76,16 +78,13 @@ def _as_uint8_rgb(a):
 
 
 @dataclass
+@with_generation_settings(before="conditions", optional=False)
 class GenerationRequest:
+    """The prompt, every generation setting of :class:`storygraph.domain.GenerationDefaults` (``width``,
+    ``frames``, ``seed``, ... with their defaults) and the conditions."""
+
     prompt: str
-    negative_prompt: str = ""
-    width: int = 768
-    height: int = 512
-    frames: int = 121
-    fps: float = 24.0
-    seed: int = 0
-    steps: int = 8
-    guidance: float = 1.0
+    # one field per generation setting is inserted here
     conditions: list = field(default_factory=list)  # list[ConditionInput]
 
     def size(self) -> str:
@@ -128,7 +127,7 @@ class Generator(Protocol):
     def generate(self, request: GenerationRequest) -> GenerationResult: ...
 
 
-class GenerationFailed(RuntimeError):
+class GenerationFailed(StorygraphError, RuntimeError):
     """Every retry ran out of memory (or the generator gave up); ``attempts`` says what was tried."""
 
     def __init__(self, message: str, attempts: Sequence[str] = ()):
