@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest_webviz import EXAMPLE, commit_take, example_store, graph_expectations, read_sse
+from support import EXAMPLE, commit_take, example_store, graph_expectations, read_sse
 from storygraph.domain import ConditionRecord
 from storygraph.webviz import create_app, viewer_of
 
@@ -20,10 +20,12 @@ def story(tmp_path):
 
 
 def make_app(store, engine=None, **options):
+    """A started viewer (its event hub follows the log) serving the store's folder's media."""
     options.setdefault("keepalive_s", 0.3)
     options.setdefault("poll_s", 0.02)
-    app = create_app(store, engine, warm=False, **options)
+    app = create_app(store, engine, story_dir=store.path, warm=False, **options)
     app.testing = True
+    viewer_of(app).start()
     return app
 
 
@@ -316,7 +318,7 @@ def _engine_or_skip(story_dir):
         from storygraph.engine.engine import StoryEngine
     except Exception as e:  # pragma: no cover - depends on the engine being installed whole
         pytest.skip(f"StoryEngine unavailable: {e}")
-    eng = StoryEngine(story_dir)
+    eng = StoryEngine.open(story_dir)
     eng.load(EXAMPLE)
     return eng
 
