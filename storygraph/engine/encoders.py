@@ -30,6 +30,8 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from ..errors import Unavailable
+
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 DEFAULT_DINO = "facebook/dinov2-base"
 
@@ -42,7 +44,7 @@ _ROLE_TEXT = {
 }
 
 
-class ModelNotFound(RuntimeError):
+class ModelNotFound(Unavailable, RuntimeError):
     """A configured model is neither a local folder nor obtainable from the hub (or its cache)."""
 
     def __init__(self, role: str, source: str, detail: str = ""):
@@ -350,7 +352,7 @@ class _GraphCache:
 
 
 class Encoders:
-    """CLIP and DINOv2 on one device. Build with :meth:`load`."""
+    """CLIP and DINOv2 on one device. Build with :meth:`from_pretrained`."""
 
     def __init__(self, clip_model, dino_model, tokenizer, clip_prep: ImagePrep, dino_prep: ImagePrep,
                  device: str, dtype, batch_size: int = 64, sources: Optional[dict] = None):
@@ -373,7 +375,7 @@ class Encoders:
     # ---- construction
 
     @classmethod
-    def load(cls, clip: Union[str, os.PathLike] = DEFAULT_CLIP, dino: Union[str, os.PathLike] = DEFAULT_DINO,
+    def from_pretrained(cls, clip: Union[str, os.PathLike] = DEFAULT_CLIP, dino: Union[str, os.PathLike] = DEFAULT_DINO,
              device: Optional[str] = None, *, base_dir: Optional[Union[str, os.PathLike]] = None,
              dtype: Any = None, batch_size: int = 64, compile: bool = False, compile_mode: Optional[str] = None,
              fp8: Union[bool, str] = False, cuda_graphs: bool = False, attn_implementation: str = "sdpa") -> "Encoders":
