@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-from fixtures_models import tiny_encoders, tiny_model_dirs  # noqa: F401  (fixtures)
 
 from storygraph.domain import Appearance, Character, MemoryParams
 from storygraph.engine.observer import (

@@ -10,7 +10,7 @@ import pytest
 from storygraph.domain import Placement
 from storygraph.engine.vectors import VectorIndex, exact_knn, reconcile_all
 
-from helpers_memory import Planted, commit, make_appearance, open_store, story, unit
+from support import Planted, commit, embedded_store, make_appearance, memory_story, unit
 from storygraph.domain import Character, Transition
 
 
@@ -257,10 +257,10 @@ def test_torch_path_follows_appends_and_removals():
 
 def _small_graph(tmp_path, planted):
     chars = (Character("mara", "Mara"), Character("ivo", "Ivo"))
-    st = story([("s0", "pier", ("mara",)), ("s1", "cabin", ("mara", "ivo")), ("s2", "pier", ("ivo",)),
+    st = memory_story([("s0", "pier", ("mara",)), ("s1", "cabin", ("mara", "ivo")), ("s2", "pier", ("ivo",)),
                 ("t2", "hill", ("mara",))],
                [Transition("s0", "s1", "cut"), Transition("s1", "s2", "cut"), Transition("s1", "t2", "cut")], chars)
-    store = open_store(tmp_path / "story")
+    store = embedded_store(tmp_path / "story")
     store.load_story(st)
     clips = {}
     for sid, env, cast in [("s0", "pier", ("mara",)), ("s1", "cabin", ("mara", "ivo")), ("s2", "pier", ("ivo",)),
