@@ -58,7 +58,8 @@ class Setting:
     """What a generation setting means and which values it takes (a field's ``metadata["setting"]``).
 
     Numbers must lie in ``[lo, hi]``; with ``step``, an integer must also be ``offset`` more than a multiple
-    of ``step``. ``expected`` says it in words, for error messages.
+    of ``step``; with ``choices``, a value must be one of them. ``expected`` says it in words, for error
+    messages. Settings files (``storygraph.toml``) use the same declaration for their keys' help.
     """
 
     help: str
@@ -67,10 +68,13 @@ class Setting:
     hi: Optional[float] = None
     step: Optional[int] = None
     offset: int = 0
+    choices: tuple = ()
 
     def allows(self, value: Any) -> bool:
-        """Whether a value of the right type is allowed (``type_of`` checks the type)."""
-        if isinstance(value, str) or value is None:
+        """Whether a value of the right type is allowed (callers check the type)."""
+        if self.choices and value not in self.choices:
+            return False
+        if isinstance(value, (str, bool)) or value is None:
             return True
         if isinstance(value, float) and not math.isfinite(value):
             return False
@@ -80,7 +84,7 @@ class Setting:
 
 
 def setting(default: Any, help: str, **allowed: Any):
-    """A dataclass field declaring one generation setting: its default, its meaning and its allowed values."""
+    """A dataclass field declaring one setting: its default, its meaning and its allowed values."""
     return field(default=default, metadata={"setting": Setting(help, **allowed)})
 
 
@@ -176,22 +180,23 @@ class Transition:
 
 @dataclass(frozen=True)
 class MemoryParams:
-    """Every constant of story memory, with its default. See README "Memory" for the maths."""
+    """Every constant of story memory, with its default (the ``[memory]`` section of storygraph.toml). See
+    README "Memory" for the maths."""
 
-    tau_story: float = 10.0  # transition retention: decay = exp(-gap / tau_story)
-    tau_character: float = 20.0  # appearance retention: R = exp(-dclock / (tau_c * strength))
-    strength_init: float = 1.0  # strength of a new appearance with identity score 1.0
-    strength_min: float = 0.25
-    strength_max: float = 5.0
-    reinforce_step: float = 1.0  # added on good reuse
-    penalty_step: float = 1.0  # removed on reuse that led to drift
-    reinforce_threshold: float = 0.8  # identity score at or above which reuse counts as good
-    drift_threshold: float = 0.5  # identity similarity below which an appearance is never used
-    w_relevance: float = 1.0
-    w_recency: float = 1.0
-    w_quality: float = 0.5
-    relevance_text_weight: float = 0.5  # relevance = a * text cosine + (1 - a) * identity similarity
-    candidates: int = 64  # vector candidates taken per space before scoring
+    tau_story: float = setting(10.0, "transition retention: decay = exp(-gap / tau_story)")
+    tau_character: float = setting(20.0, "appearance retention: R = exp(-dclock / (tau_c * strength))")
+    strength_init: float = setting(1.0, "strength of a new appearance with identity score 1.0")
+    strength_min: float = setting(0.25, "the weakest a memory gets")
+    strength_max: float = setting(5.0, "the strongest a memory gets")
+    reinforce_step: float = setting(1.0, "strength added on good reuse")
+    penalty_step: float = setting(1.0, "strength removed on reuse that led to drift")
+    reinforce_threshold: float = setting(0.8, "identity score at or above which reuse counts as good")
+    drift_threshold: float = setting(0.5, "identity similarity below which an appearance is never used")
+    w_relevance: float = setting(1.0, "retrieval score weight of relevance")
+    w_recency: float = setting(1.0, "retrieval score weight of retention")
+    w_quality: float = setting(0.5, "retrieval score weight of the appearance's identity score")
+    relevance_text_weight: float = setting(0.5, "relevance = a * text cosine + (1 - a) * identity similarity")
+    candidates: int = setting(64, "vector candidates taken per space before scoring")
 
 
 @dataclass(frozen=True)
