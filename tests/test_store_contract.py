@@ -149,6 +149,22 @@ def test_takes_choose_and_reinforce(store):
         store.choose_take("b", 7)
 
 
+def test_appearance_arrays_come_in_batches_of_columns(store):
+    store.load_story(small_story())
+    store.commit_take(commit("a", 0, [appearance("a#0#mara", "mara", "a", 0.0)]))
+    store.commit_take(commit("b", 0, [appearance("b#0#mara", "mara", "b", 1.0, pos=1),
+                                      appearance("b#0#ivo", "ivo", "b", 1.0, pos=1)]))
+    batches = list(store.appearance_arrays(batch=2))
+    assert [len(b["id"]) for b in batches] == [2, 1]
+    got = {i: (c, br, int(p), float(k)) for b in batches
+           for i, c, br, p, k in zip(b["id"], b["character_id"], b["branch"], b["pos"], b["clock"])}
+    assert got == {"a#0#mara": ("mara", "a", 0, 0.0), "b#0#mara": ("mara", "a", 1, 1.0),
+                   "b#0#ivo": ("ivo", "a", 1, 1.0)}
+    assert all(b["clip"].shape == (len(b["id"]), 4) and b["clip"].dtype.name == "float32" for b in batches)
+    [only] = list(store.appearance_arrays(ids=["b#0#ivo", "nope"], spaces=("dino",)))
+    assert only["id"] == ["b#0#ivo"] and "clip" not in only and only["dino"].tolist() == [[0.25] * 4]
+
+
 def test_events_are_monotonic_and_replayable(store):
     store.load_story(small_story())
     loaded = store.events_since(0)

@@ -402,6 +402,29 @@ class CypherStore:
         for r in self._read("appearance_keys"):
             yield r["id"], r["character_id"]
 
+    def appearance_arrays(self, ids: Optional[Iterable[str]] = None, spaces: Iterable[str] = ("clip", "dino"),
+                          batch: int = 2000) -> Iterator[dict]:
+        import numpy as np
+
+        def columns(apps: list[Appearance]) -> dict:
+            out = {"id": [a.id for a in apps], "character_id": [a.character_id for a in apps],
+                   "branch": [a.branch for a in apps], "pos": np.array([a.pos for a in apps], dtype=np.int64),
+                   "clock": np.array([a.clock for a in apps], dtype=np.float64)}
+            for space in spaces:
+                out[space] = np.asarray([getattr(a, space) for a in apps], dtype=np.float32)
+            return out
+
+        if ids is None:  # everything: one read
+            apps = self.appearances(with_vectors=True)
+            for s in range(0, len(apps), batch):
+                yield columns(apps[s: s + batch])
+            return
+        ids = list(ids)
+        for s in range(0, len(ids), batch):
+            apps = self.appearances(ids=ids[s: s + batch], with_vectors=True)
+            if apps:
+                yield columns(apps)
+
     def conditioned_on(self, scene_id: str, take: Optional[int] = None) -> list[ConditionRecord]:
         return [ConditionRecord(r["role"], r["target_kind"], r["target_id"], int(r["frame_index"]),
                                 float(r["strength"]), r["score"], r["reason"])
