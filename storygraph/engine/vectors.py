@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 import numpy as np
 
+from .arrays import l2_normalize
+
 if TYPE_CHECKING:
     from ..domain import Appearance, Placement
 
@@ -53,12 +55,6 @@ PQ_MIN_ROWS = 1024  # 4-bit PQ trains 16 centroids per sub-space on >= 39 points
 
 
 # -- small helpers ---------------------------------------------------------------------------------
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
 def _pq_subquantisers(dim: int) -> int:
     """Sub-quantisers of the 4-bit PQ: 8 dimensions each from 512-d up (96 for CLIP/DINOv2 768-d), finer below."""
     width = 8 if dim >= 512 else 4 if dim > 128 else 2
@@ -497,7 +493,7 @@ class VectorIndex:
             if vectors.shape[1] != self.dim:
                 raise ValueError(f"{self.space} index holds {self.dim}-d vectors, got {vectors.shape[1]}-d")
             if not normalised:
-                vectors = _normalise(vectors)
+                vectors = l2_normalize(vectors)
             replaced = [i for i in ids if i in self._where]
             if replaced:
                 self.remove(replaced)
@@ -654,7 +650,7 @@ class VectorIndex:
             part = self._parts.get(character_id)
             if part is None or k <= 0 or part.live == 0:
                 return [], np.empty(0, np.float32)
-            q = _normalise(np.asarray(query, dtype=np.float32).reshape(-1))
+            q = l2_normalize(np.asarray(query, dtype=np.float32).reshape(-1))
             if q.shape[0] != self.dim:
                 raise ValueError(f"{self.space} query is {q.shape[0]}-d, the index holds {self.dim}-d vectors")
             limits, key = self._limits(placement)

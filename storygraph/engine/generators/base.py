@@ -8,7 +8,6 @@ each generator maps them onto its own mechanism (LTX-2: latent-index frame condi
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
@@ -44,9 +43,9 @@ class ConditionInput:
         """The frames as one uint8 array of shape (F, H, W, 3); paths are read from disk."""
         import numpy as np
 
-        from ..media import load_image
+        from ..arrays import rgb_frames
 
-        arrays = [load_image(f) if isinstance(f, (str, os.PathLike)) else _as_uint8_rgb(f) for f in self.frames]
+        arrays = rgb_frames(self.frames)
         h, w = arrays[0].shape[:2]
         if any(a.shape[:2] != (h, w) for a in arrays):
             raise ValueError("all frames of one condition must have the same size")
@@ -59,22 +58,6 @@ class ConditionInput:
         h.update(repr(tuple(frames.shape)).encode())
         h.update(frames.tobytes())
         return h.hexdigest()
-
-
-def _as_uint8_rgb(a):
-    import numpy as np
-
-    a = np.asarray(a)
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=-1)
-    if a.ndim != 3 or a.shape[-1] not in (3, 4):
-        raise ValueError(f"a frame must be HxWx3, got shape {a.shape}")
-    a = a[..., :3]
-    if a.dtype != np.uint8:
-        if np.issubdtype(a.dtype, np.floating) and a.size and float(a.max()) <= 1.0:
-            a = a * 255.0
-        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(a)
 
 
 @dataclass
