@@ -41,6 +41,18 @@ def post(client, app, url, body, method="POST"):
                        headers={"X-Storygraph-Token": app.config["STORYGRAPH_TOKEN"]})
 
 
+def test_the_factory_starts_no_thread_and_start_does(story):
+    before = set(threading.enumerate())
+    app = create_app(story[0], story_dir=story[0].path)
+    assert set(threading.enumerate()) == before  # building the app starts nothing
+    viewer_of(app).start()
+    try:
+        started = {t.name for t in set(threading.enumerate()) - before}
+        assert "storygraph-events" in started
+    finally:
+        viewer_of(app).close()
+
+
 # -- the graph -----------------------------------------------------------------------------------
 
 

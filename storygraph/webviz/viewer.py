@@ -20,6 +20,7 @@ from flask import Flask, current_app, jsonify
 from .events import EventHub
 from .graph import MediaLinks, build_graph, scene_element
 from .security import LOOPBACK_NAMES
+from .worker import GenerationWorker
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,6 @@ class Viewer:
         self.hub = EventHub(store, poll_s=config.poll_s)
         self.worker = None
         if engine is not None:
-            from .worker import GenerationWorker
-
             self.worker = GenerationWorker(engine, store, on_change=self.poke)
         self._cache_lock = threading.Lock()  # guards _cache and _generation (held briefly)
         self._build_lock = threading.Lock()  # one build or patch at a time
