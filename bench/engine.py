@@ -152,7 +152,7 @@ def timed_scenes(folder: Path, config: Config, last: str, count: int, generator)
     encoders = TimedEncoders()
     gen = TimedGenerator(generator)
     t = time.perf_counter()
-    engine = StoryEngine(folder, config=config, generator=gen, encoders=encoders)
+    engine = StoryEngine.open(folder, config=config, generator=gen, encoders=encoders)
     engine.indexes()
     open_s = time.perf_counter() - t
     kinds = ("cut", "continuous", "time_skip")

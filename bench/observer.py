@@ -3,7 +3,7 @@
     python bench/observer.py [--device cpu|cuda] [--size tiny|base|large] [--batch N]
 
 Models are built from configs with random weights (real-size architectures for ``base``/``large``),
-saved with ``save_pretrained`` and loaded back through ``Encoders.load``: the timings are those of real
+saved with ``save_pretrained`` and loaded back through ``Encoders.from_pretrained``: the timings are those of real
 models, the embeddings mean nothing.
 
 Sizes: ``base`` = the defaults (CLIP ViT-L/14 as openai/clip-vit-large-patch14 + DINOv2 ViT-B/14 as
@@ -122,7 +122,7 @@ def main(argv=None):
 
     def load(**kw):
         t = time.perf_counter()
-        enc = Encoders.load(dirs["clip"], dirs["dino"], device=device, batch_size=max(batch, 16), **kw)
+        enc = Encoders.from_pretrained(dirs["clip"], dirs["dino"], device=device, batch_size=max(batch, 16), **kw)
         return enc, time.perf_counter() - t
 
     enc, load_s = load()

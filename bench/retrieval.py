@@ -472,7 +472,6 @@ def run(args, graph_vectors: str, tmp: Path, out: dict) -> None:
     out["reconcile_s"] = round(time.perf_counter() - t, 2)
     out["reconcile_rows"] = counts["clip"]["rows"]
     out["reconcile_s_per_1m"] = round(out["reconcile_s"] * 1_000_000 / max(1, counts["clip"]["rows"]), 1)
-    out["reconcile_bulk_read"] = hasattr(source, "appearance_arrays")
     if source is not store:
         source.close()
     store.close()

@@ -297,7 +297,7 @@ def main(argv=None) -> int:
         store, story, load_s = build_store(tmp / "story", args.nodes, args.done)
         out["load_story_s"] = round(load_s, 2)
         scene_ids = [s.id for s in story.scenes]
-        app = create_app(store, warm=False)
+        app = create_app(store, story_dir=tmp / "story", warm=False)
         viewer = viewer_of(app)
         rs = start(app)
         url = f"{rs.url}?token={rs.token}"

@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "StoryEngine": ("storygraph.engine.engine", "StoryEngine"),
     "EngineError": ("storygraph.engine.engine", "EngineError"),
+    "StorygraphError": ("storygraph.errors", "StorygraphError"),
     "load_story": ("storygraph.storyfile", "load_story"),
     "StoryFileError": ("storygraph.storyfile", "StoryFileError"),
     "open_store": ("storygraph.graphdb", "open_store"),

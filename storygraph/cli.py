@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
 from contextlib import contextmanager
@@ -11,11 +13,16 @@ import click
 
 from . import __version__
 
-EXIT_BAD_INPUT = 2
-EXIT_REFUSED = 3
-EXIT_FAILED = 1
+from .errors import InvalidInput, NotFound, Refused, StorygraphError
 
-GRAPH_HELP = "story folder (embedded LadybugDB) or neo4j://host:7687 (also bolt://, neo4j+s://)"
+# the exit codes of the error kinds (storygraph.errors), for the places that name one
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = InvalidInput.exit_code
+EXIT_REFUSED = Refused.exit_code
+
+GRAPH_HELP = ("where the story's graph lives when not in the story folder: neo4j://host:7687 (also bolt://, "
+              "neo4j+s://)")
+DIR_HELP = "story folder: the embedded graph, media, vector index and storygraph.toml"
 
 
 def _console(stderr: bool = False):
@@ -27,50 +34,128 @@ def _console(stderr: bool = False):
     return console
 
 
-def _fail(message: str, code: int = EXIT_FAILED):
+def _report(label: str, message: str) -> None:
     from rich.markup import escape
 
-    _console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+    _console(stderr=True).print(f"[bold red]{escape(label)}[/] {escape(message)}", markup=True, highlight=False)
+
+
+def _fail(message: str, code: int = EXIT_FAILED):
+    _report("error:", message)
     sys.exit(code)
 
 
-def _load_story_or_exit(path: str):
-    from .storyfile import StoryFileError, load_story
+def _load_story(path: str):
+    from .storyfile import load_story
 
-    try:
-        return load_story(path)
-    except StoryFileError as e:
-        from rich.markup import escape
-
-        _console(stderr=True).print(f"[bold red]invalid story file[/] {escape(str(e))}", markup=True)
-        sys.exit(EXIT_BAD_INPUT)
+    return load_story(path)
 
 
 def _open_store(graph: str, story: str | None, database: str | None, create: bool = True):
-    from .graphdb import StoreError, open_store
+    from .graphdb import open_store
 
-    try:
-        return open_store(graph, story, database=database, create=create)
-    except StoreError as e:
-        _fail(str(e))
+    return open_store(graph, story, database=database, create=create)
 
 
-def graph_options(f):
-    f = click.option("--database", default=None, envvar="NEO4J_DATABASE", help="Neo4j database name")(f)
-    f = click.option("--story", "story_id", default=None, help="story id, when the graph holds several")(f)
-    f = click.option("--graph", "-g", required=True, help=GRAPH_HELP)(f)
+class _Storygraph(click.Group):
+    """The command group, and the one place where errors become exit codes: a :class:`StorygraphError` prints
+    one line (no traceback) and exits with its kind's ``exit_code`` (see :mod:`storygraph.errors`)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except StorygraphError as e:
+            _report(e.label, str(e))
+            ctx.exit(e.exit_code)
+
+
+# -- where a story is: --dir DIR, --graph URI ---------------------------------------------------------------
+#
+# Every command that works on a story folder takes ``--dir/-d DIR``; ``--graph/-g`` says where the graph lives
+# when it is not embedded in the folder (a Neo4j URI). For scripts written before ``--dir`` was everywhere, a
+# folder given to ``--graph`` still means ``--dir``, and commands that took the folder as a positional argument
+# still do (neither is shown in --help).
+
+
+class _CompatArgument(click.Argument):
+    """An optional positional argument kept for old command lines, left out of the usage line."""
+
+    def get_usage_pieces(self, ctx: click.Context) -> list:
+        return []
+
+
+def _where(directory, graph, positional=None) -> tuple[Path | None, str | None]:
+    """``(story folder, Neo4j URI)`` from ``--dir``, ``--graph`` and an old-style positional folder."""
+    from .graphdb.neo4j import is_neo4j_uri
+
+    folders = {str(Path(d)) for d in (directory, positional) if d is not None}
+    uri = None
+    if graph is not None:
+        if is_neo4j_uri(graph):
+            uri = graph
+        else:
+            folders.add(str(Path(graph)))
+    if len(folders) > 1:
+        raise InvalidInput(f"two story folders given ({', '.join(sorted(folders))}): pass one with --dir")
+    return (Path(folders.pop()) if folders else None), uri
+
+
+def _location_options(f, positional: bool):
+    f = click.option("--graph", "-g", "graph_", default=None, metavar="URI", help=GRAPH_HELP)(f)
+    f = click.option("--dir", "-d", "dir_", default=None, type=click.Path(file_okay=False), help=DIR_HELP)(f)
+    if positional:
+        f = click.argument("old_dir", required=False, cls=_CompatArgument, type=click.Path(file_okay=False))(f)
     return f
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def graph_options(f):
+    """``--dir``/``--graph``, ``--story`` and ``--database`` for commands that read or write a story's graph.
+
+    The command gets ``graph``: the Neo4j URI, else the story folder (its embedded graph); and ``directory``,
+    the story folder, when it names that parameter."""
+    takes_dir = "directory" in inspect.signature(f).parameters
+
+    @functools.wraps(f)
+    def command(*args, dir_=None, graph_=None, **kwargs):
+        folder, uri = _where(dir_, graph_)
+        if folder is None and uri is None:
+            raise click.UsageError("name the story: --dir DIR (or --graph neo4j://…)")
+        if takes_dir:
+            kwargs["directory"] = folder
+        return f(*args, graph=uri or str(folder), **kwargs)
+
+    command = click.option("--database", default=None, envvar="NEO4J_DATABASE", help="Neo4j database name")(command)
+    command = click.option("--story", "story_id", default=None, help="story id, when the graph holds several")(command)
+    return _location_options(command, positional=False)
+
+
+def folder_options(positional: bool = False, default: str | None = None):
+    """``--dir`` (required unless ``default``) and ``--graph`` for commands that work in a story folder; they
+    get ``directory`` (a Path) and ``graph`` (a Neo4j URI or None). ``positional``: the folder may also come
+    as the old positional argument."""
+
+    def decorate(f):
+        @functools.wraps(f)
+        def command(*args, dir_=None, graph_=None, old_dir=None, **kwargs):
+            folder, uri = _where(dir_, graph_, old_dir)
+            if folder is None and default is None:
+                raise click.UsageError("name the story folder: --dir DIR")
+            return f(*args, directory=folder or Path(default), graph=uri, **kwargs)
+
+        return _location_options(command, positional)
+
+    return decorate
+
+
+@click.group(cls=_Storygraph, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="storygraph")
 def main():
     """storygraph: a story engine for LTX-2 whose memory is a graph database."""
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False))
-def init(directory):
+@folder_options(positional=True)
+def init(directory, graph):
     """Create a story folder with a storygraph.toml holding every setting."""
     from .config import CONFIG_NAME, Config
 
@@ -81,14 +166,14 @@ def init(directory):
     d.mkdir(parents=True, exist_ok=True)
     (d / "media").mkdir(exist_ok=True)
     path = Config().save(d)
-    _console().print(f"created {path}\nnext: storygraph load STORY.yaml --graph {d}")
+    _console().print(f"created {path}\nnext: storygraph load STORY.yaml --dir {d}")
 
 
 @main.command()
 @click.argument("story_file", type=click.Path(dir_okay=False))
 def validate(story_file):
     """Check a story file; exit 2 with file, line and field if it is broken."""
-    story = _load_story_or_exit(story_file)
+    story = _load_story(story_file)
     from .timeline import place_scenes
 
     branches = {p.branch for p in place_scenes([s.id for s in story.scenes], list(story.transitions)).values()}
@@ -103,7 +188,7 @@ def validate(story_file):
 @graph_options
 def load(story_file, graph, story_id, database):
     """Load (or update) a story file into a graph. Loading the same file twice changes nothing."""
-    story = _load_story_or_exit(story_file)
+    story = _load_story(story_file)
     store = _open_store(graph, story_id or story.id, database)
     try:
         summary = store.load_story(story)
@@ -139,27 +224,22 @@ def _timeout_option(ctx, param, value):
 def _reading_store(graph: str, story_id, database):
     """A store to read from: the story itself or, when another process holds it open for writing, a consistent
     snapshot that process makes for us (see graphdb/holder.py)."""
-    from .graphdb import StoreError, StoryLocked, open_store
+    from .graphdb import StoryLocked, open_store
     from .graphdb.holder import holder_of, remote_snapshot
 
     try:
         store = open_store(graph, story_id, database=database, create=False)
-    except StoryLocked as e:
+    except StoryLocked:
         info = holder_of(graph)
         if info is None:
-            _fail(str(e))
-        try:
-            with remote_snapshot(info, graph) as snapshot:
-                store = open_store(snapshot, story_id, read_only=True, create=False)
-                try:
-                    yield store
-                finally:
-                    store.close()
-        except StoreError as e2:
-            _fail(str(e2))
+            raise
+        with remote_snapshot(info, graph) as snapshot:
+            store = open_store(snapshot, story_id, read_only=True, create=False)
+            try:
+                yield store
+            finally:
+                store.close()
         return
-    except StoreError as e:
-        _fail(str(e))
     try:
         yield store
     finally:
@@ -181,17 +261,17 @@ def query(cypher, graph, story_id, database, params, as_json, timeout, max_rows)
     On an embedded story that `storygraph run`, `resume` or `studio` holds open, the query is answered by
     that process.
     """
-    from .graphdb import QueryError, ReadOnlyViolation, StoreError, StoryLocked, open_store
+    from .graphdb import QueryError, ReadOnlyViolation, StoryLocked, open_store
     from .graphdb.holder import holder_of, remote_query
 
     values = dict(_parse_param(p) for p in params)
     try:
         try:
             store = open_store(graph, story_id, database=database, create=False)
-        except StoryLocked as e:
+        except StoryLocked:
             info = holder_of(graph)
             if info is None:
-                _fail(str(e))
+                raise
             result = remote_query(info, cypher, values, timeout, max_rows)
         else:
             try:
@@ -202,8 +282,6 @@ def query(cypher, graph, story_id, database, params, as_json, timeout, max_rows)
         _fail(f"{e} (the graph is unchanged)", EXIT_REFUSED)
     except QueryError as e:
         _fail(f"query failed: {e}", EXIT_BAD_INPUT)
-    except StoreError as e:
-        _fail(str(e))
     if as_json:
         click.echo(json.dumps(result.records(), ensure_ascii=False, default=str))
         if result.truncated:
@@ -227,7 +305,7 @@ def show(graph, story_id, database):
     with _reading_store(graph, story_id, database) as store:
         meta = store.story_meta()
         if meta is None:
-            _fail(f"{graph} holds no story (or several: name one with --story)")
+            raise NotFound(f"{graph} holds no story (or several: name one with --story)")
         scenes = store.scenes()
         characters = store.characters()
         transitions = store.transitions()
@@ -255,14 +333,17 @@ def show(graph, story_id, database):
 
 
 def _engine(directory, graph=None, story_id=None, database=None, config=None):
-    from .config import ConfigError
     from .engine.engine import StoryEngine
-    from .graphdb import StoreError
 
-    try:
-        return StoryEngine(directory, graph=graph, config=config, story=story_id, database=database)
-    except (StoreError, ConfigError) as e:
-        _fail(str(e))
+    return StoryEngine.open(directory, graph=graph, config=config, story=story_id, database=database)
+
+
+def _unexpected(e: Exception) -> None:
+    """A model or library failure while generating: one line, not a traceback (a StorygraphError is left to the
+    command group)."""
+    if isinstance(e, StorygraphError):
+        raise e
+    _fail(f"{type(e).__name__}: {e}")
 
 
 @contextmanager
@@ -320,22 +401,17 @@ def _summary(engine) -> None:
 
 @main.command()
 @click.argument("story_file", type=click.Path(dir_okay=False))
-@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False),
-              help="story folder: media, vector index, storygraph.toml (and the embedded graph)")
-@click.option("--graph", default=None, help="neo4j://… to keep the graph in Neo4j (default: the story folder)")
+@folder_options()
 @click.option("--database", default=None, envvar="NEO4J_DATABASE", help="Neo4j database name")
 @click.option("--model", default=None, help="LTX-2 weights: a folder or hub id (overrides models.ltx2)")
 @click.option("--takes", type=int, default=None, help="takes per scene; the best continues the timeline")
 @click.option("--until", default=None, help="stop after this scene")
 def run(story_file, directory, graph, database, model, takes, until):
     """Load a story and generate every scene in timeline order."""
-    from .config import Config, ConfigError
+    from .config import Config
 
-    story = _load_story_or_exit(story_file)
-    try:
-        config = Config.load(directory) if Path(directory).exists() else Config()
-    except ConfigError as e:
-        _fail(str(e), EXIT_BAD_INPUT)
+    story = _load_story(story_file)
+    config = Config.load(directory) if Path(directory).exists() else Config()
     if model:
         config = config.with_overrides(models={"ltx2": model})
     engine = _engine(directory, graph, story.id, database, config)
@@ -344,35 +420,39 @@ def run(story_file, directory, graph, database, model, takes, until):
             engine.load(story)
             _run_with_progress(engine, takes=takes, until=until)
             _summary(engine)
-    except Exception as e:  # noqa: BLE001 - a clear line for any model or graph error
-        _fail(f"{type(e).__name__}: {e}")
+    except Exception as e:  # noqa: BLE001 - a clear line for any model or library error
+        _unexpected(e)
     finally:
         engine.close()
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, exists=True))
-@click.option("--graph", default=None, help="neo4j://… when the story's graph lives in Neo4j")
-@click.option("--story", "story_id", default=None)
-@click.option("--database", default=None, envvar="NEO4J_DATABASE")
-@click.option("--takes", type=int, default=None)
+@folder_options(positional=True)
+@click.option("--story", "story_id", default=None, help="story id, when the graph holds several")
+@click.option("--database", default=None, envvar="NEO4J_DATABASE", help="Neo4j database name")
+@click.option("--takes", type=int, default=None, help="takes per scene; the best continues the timeline")
 def resume(directory, graph, story_id, database, takes):
     """Finish a run that was stopped or killed, from the first unfinished scene."""
+    _existing(directory)
     engine = _engine(directory, graph, story_id, database)
     try:
         with _holding(engine):
             _run_with_progress(engine, takes=takes)
             _summary(engine)
     except Exception as e:  # noqa: BLE001
-        _fail(f"{type(e).__name__}: {e}")
+        _unexpected(e)
     finally:
         engine.close()
 
 
+def _existing(directory: Path) -> None:
+    if not Path(directory).is_dir():
+        raise click.UsageError(f"no story folder {directory}")
+
+
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, exists=True))
-@click.option("--graph", default=None)
-@click.option("--story", "story_id", default=None)
+@folder_options(positional=True)
+@click.option("--story", "story_id", default=None, help="story id, when the graph holds several")
 @click.option("--format", "fmt", type=click.Choice(["ltx-trainer"]), default="ltx-trainer", show_default=True)
 @click.option("--out", default=None, help="output folder (default DIR/export)")
 @click.option("--min-identity", type=float, default=None)
@@ -385,6 +465,7 @@ def export(directory, graph, story_id, fmt, out, min_identity, min_text_alignmen
     """Write a training set (dataset.json + videos, scores and embeddings beside it)."""
     from .engine.export import ExportFilter, export_ltx_trainer
 
+    _existing(directory)
     with _reading_store(graph or directory, story_id, None) as store:
         result = export_ltx_trainer(store, out or Path(directory) / "export", ExportFilter(
             min_identity, min_text_alignment, min_subject_consistency, min_transition_smoothness), ic_lora=ic_lora)
@@ -393,14 +474,14 @@ def export(directory, graph, story_id, fmt, out, min_identity, min_text_alignmen
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, exists=True))
-@click.option("--graph", default=None)
-@click.option("--story", "story_id", default=None)
+@folder_options(positional=True)
+@click.option("--story", "story_id", default=None, help="story id, when the graph holds several")
 @click.option("--out", default=None, help="output folder (default DIR/report)")
 def report(directory, graph, story_id, out):
     """A PNG and an HTML page: identity per character and the other scores across the story."""
     from .engine.report import write_report
 
+    _existing(directory)
     with _reading_store(graph or directory, story_id, None) as store:
         meta = store.story_meta() or {}
         result = write_report(store, out or Path(directory) / "report", title=meta.get("title", ""))
@@ -408,9 +489,9 @@ def report(directory, graph, story_id, out):
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False), default="storygraph-demo")
-@click.option("--overwrite", is_flag=True, help="replace DIRECTORY if it exists")
-def demo(directory, overwrite):
+@folder_options(positional=True, default="storygraph-demo")
+@click.option("--overwrite", is_flag=True, help="replace the folder if it exists")
+def demo(directory, graph, overwrite):
     """The example story end to end with tiny random-weight models made on the spot (a smoke run)."""
     import shutil
     import time
@@ -427,8 +508,8 @@ def demo(directory, overwrite):
     console.print(f"[bold yellow]{demo_mod.SMOKE_NOTE}[/]", markup=True)
     console.print("building tiny CLIP, DINOv2 and LTX-2 models from configs…")
     config = demo_mod.prepare(d)
-    story = demo_mod.demo_story(_load_story_or_exit(str(demo_mod.example_story_path())))
-    engine = _engine(d, config=config)
+    story = demo_mod.demo_story(_load_story(str(demo_mod.example_story_path())))
+    engine = _engine(d, graph, config=config)
     try:
         engine.load(story)
         _run_with_progress(engine)
@@ -439,7 +520,7 @@ def demo(directory, overwrite):
     finally:
         engine.close()
     console.print(f"done in {time.perf_counter() - t0:.1f} s: story in {d}, report in {d / 'report' / 'report.html'}\n"
-                  f"explore it: storygraph show --graph {d} · storygraph studio {d}")
+                  f"explore it: storygraph show --dir {d} · storygraph studio --dir {d}")
 
 
 def _viewer_options(f):
@@ -451,30 +532,28 @@ def _viewer_options(f):
 
 
 def _serve(app, host, port, allow_remote):
-    from .webviz.server import RemoteBindRefused, serve
+    from .webviz.server import serve
 
     try:
         serve(app, host=host, port=port, allow_remote=allow_remote, announce=lambda t: _console(stderr=True).print(t))
-    except RemoteBindRefused as e:
-        _fail(str(e), EXIT_BAD_INPUT)
     except OSError as e:
         _fail(f"cannot listen on {host}:{port}: {e}")
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False))
+@folder_options(positional=True)
 @click.option("--story", "story_file", default=None, type=click.Path(dir_okay=False),
               help="load (or update) this story file first")
 @_viewer_options
-def studio(directory, story_file, host, port, allow_remote):
+def studio(directory, graph, story_file, host, port, allow_remote):
     """The live viewer and the engine in one process: watch, query, edit and generate scene by scene."""
     from .webviz import create_app
 
-    engine = _engine(directory)
+    engine = _engine(directory, graph)
     try:
         with _holding(engine):
             if story_file:
-                engine.load(_load_story_or_exit(story_file))
+                engine.load(_load_story(story_file))
             app = create_app(engine.store, engine, story_dir=engine.dir)
             _serve(app, host, port, allow_remote)
     finally:
@@ -483,16 +562,14 @@ def studio(directory, story_file, host, port, allow_remote):
 
 @main.command()
 @graph_options
-@click.option("--dir", "directory", default=None, type=click.Path(file_okay=False),
-              help="the story folder whose media/ the viewer shows")
 @_viewer_options
-def serve(graph, story_id, database, directory, host, port, allow_remote):
+def serve(graph, directory, story_id, database, host, port, allow_remote):
     """A viewer that follows a story's event log (read-only; several can run against Neo4j)."""
     from .webviz import create_app
 
     store = _open_store(graph, story_id, database, create=False)
     try:
-        app = create_app(store, None, story_dir=directory or (graph if Path(graph).is_dir() else None))
+        app = create_app(store, None, story_dir=directory)
         _serve(app, host, port, allow_remote)
     finally:
         store.close()
@@ -504,18 +581,15 @@ def models():
 
 
 @models.command("check")
-@click.option("--dir", "directory", default=".", type=click.Path(file_okay=False), help="story folder")
-def models_check_cmd(directory):
+@folder_options(default=".")
+def models_check_cmd(directory, graph):
     """List the configured encoder and generator models, whether their files are present, and the device."""
     from rich.table import Table
 
-    from .config import Config, ConfigError
+    from .config import Config
     from .engine.models import models_check
 
-    try:
-        config = Config.load(directory)
-    except ConfigError as e:
-        _fail(str(e), EXIT_BAD_INPUT)
+    config = Config.load(directory)
     rows = models_check(config, story_dir=directory)
     table = Table("model", "role", "source", "present", "device", "note")
     for r in rows:

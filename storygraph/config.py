@@ -1,17 +1,19 @@
 """``<story dir>/storygraph.toml``: which models to use, memory weights, generation and scoring settings.
 
-Every key is optional; what the file leaves out keeps the default written here (``storygraph init`` writes
-the full file so users see every knob).
+Every key is optional; what the file leaves out keeps the default written here. Each key is declared once, as a
+dataclass field with its default and help (``storygraph.domain.setting``): loading checks types and allowed
+values against it, and ``storygraph init`` writes the full file from it, every key with its help above it.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from .domain import MemoryParams
+from .domain import MemoryParams, Scores, setting
+from .errors import InvalidInput
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,30 +25,37 @@ CONFIG_NAME = "storygraph.toml"
 
 @dataclass(frozen=True)
 class ModelsConfig:
-    clip: str = "openai/clip-vit-large-patch14"
-    dino: str = "facebook/dinov2-base"
-    ltx2: str = "Lightricks/LTX-2"
-    upsampler: str = ""  # latent upsampler for the optional second stage; empty: one stage
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    offload: str = ""  # "" | model | sequential
-    vae_tiling: bool = False
+    clip: str = setting("openai/clip-vit-large-patch14", "CLIP: a folder (relative to the story folder) or hub id")
+    dino: str = setting("facebook/dinov2-base", "DINOv2: a folder or hub id")
+    ltx2: str = setting("Lightricks/LTX-2", "LTX-2 in diffusers form: a folder or hub id")
+    upsampler: str = setting("", "latent upsampler for the optional second stage; empty: one stage")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N")
+    offload: str = setting("", "CPU offload of the generator", expected='"", "model" or "sequential"',
+                           choices=("", "model", "sequential"))
+    vae_tiling: bool = setting(False, "decode the video in tiles (less memory, a little slower)")
+
+
+_BEST_TAKE_BY = (*Scores.names(), "mean")
 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    takes: int = 1
-    best_take_by: str = "identity"  # identity | text_alignment | transition_smoothness | mean
-    observe_frames: int = 8  # uniform samples besides first and last
-    extension_frames: int = 9  # parent frames given to a continuous transition
-    keyframe_strength: float = 0.6
-    time_skip_strength: float = 0.5
-    keyframe_index: int = 0
-    max_keyframes: int = 4
-    look_strength: float = 0.2
-    extension_strength: float = 1.0
-    retrieve_k: int = 4
-    index_save_every: int = 25  # scenes between vector index saves; the graph fills any gap on open
-    prompt_template: str = "{motion} {actors} {environment} {lighting} {camera}"
+    takes: int = setting(1, "takes per scene; the best continues the timeline")
+    best_take_by: str = setting("identity", "the score that picks the best take; mean: of identity, text alignment "
+                                "and transition smoothness", expected="one of: " + ", ".join(_BEST_TAKE_BY),
+                                choices=_BEST_TAKE_BY)
+    observe_frames: int = setting(8, "frames the observer samples besides the first and the last")
+    extension_frames: int = setting(9, "parent frames given to a continuous transition")
+    keyframe_strength: float = setting(0.6, "strength of a retrieved appearance on a cut")
+    time_skip_strength: float = setting(0.5, "strength of a retrieved appearance after a time skip")
+    keyframe_index: int = setting(0, "output frame of retrieved appearances (0: the shot opens on them)")
+    max_keyframes: int = setting(4, "retrieved appearances per scene at most")
+    look_strength: float = setting(0.2, "the parent's last frame across a cut with no memory (0: off)")
+    extension_strength: float = setting(1.0, "strength of the parent's frames on a continuous transition")
+    retrieve_k: int = setting(4, "prior appearances retrieved per character")
+    index_save_every: int = setting(25, "scenes between vector index saves; the graph fills any gap on open")
+    prompt_template: str = setting("{motion} {actors} {environment} {lighting} {camera}",
+                                   "the order of the prompt's parts")
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,9 @@ class Config:
                     value = float(value)
                 if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
                     raise ConfigError(f"{where}: [{f.name}] {key} must be {want.__name__}, got {value!r}")
+                declared = known[key].metadata.get("setting")
+                if declared is not None and not declared.allows(value):
+                    raise ConfigError(f"{where}: [{f.name}] {key} must be {declared.expected}, got {value!r}")
             parts[f.name] = replace(default, **section)
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
@@ -97,8 +109,12 @@ class Config:
         lines = ["# storygraph settings for this story; delete a key to get its default back.", ""]
         for f in fields(self):
             lines.append(f"[{f.name}]")
-            for key, value in asdict(getattr(self, f.name)).items():
-                lines.append(f"{key} = {_toml_value(value)}")
+            section = getattr(self, f.name)
+            for key in fields(section):
+                declared = key.metadata.get("setting")
+                if declared is not None:
+                    lines.append(f"# {declared.help}")
+                lines.append(f"{key.name} = {_toml_value(getattr(section, key.name))}")
             lines.append("")
         return "\n".join(lines)
 
@@ -108,8 +124,8 @@ class Config:
         return path
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(InvalidInput, ValueError):
+    """``storygraph.toml`` cannot be read or names a key, section or type it should not."""
 
 
 def _toml_value(v: Any) -> str:

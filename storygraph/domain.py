@@ -1,12 +1,19 @@
 """Plain domain objects of a story: what a story file describes and what the engine writes back.
 
 No I/O, no torch, no database: every other part of storygraph speaks in these types.
+
+The generation settings of a scene (size, frames, steps, ...) and the scores of a take are declared once,
+here, as the fields of :class:`GenerationDefaults` and :class:`Scores`; each generation field carries a
+:class:`Setting` (help text and allowed values) in its metadata. The story file reader, the viewer's API, the
+graph's row mapping, the generator request and the request fingerprint all walk these fields, so a new
+setting is one line here (plus the Cypher files that name the graph's properties, which a test checks).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Literal, Optional
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal, Optional, get_type_hints
 
 TransitionKind = Literal["continuous", "cut", "time_skip"]
 TRANSITION_KINDS: tuple[str, ...] = ("continuous", "cut", "time_skip")
@@ -47,20 +54,97 @@ class Reference:
 
 
 @dataclass(frozen=True)
-class GenerationDefaults:
-    width: int = 768
-    height: int = 512
-    frames: int = 121
-    fps: float = 24.0
-    steps: int = 8
-    guidance: float = 1.0
-    seed: int = 0
-    negative_prompt: str = "worst quality, inconsistent motion, blurry, jittery, distorted"
+class Setting:
+    """What a generation setting means and which values it takes (a field's ``metadata["setting"]``).
+
+    Numbers must lie in ``[lo, hi]``; with ``step``, an integer must also be ``offset`` more than a multiple
+    of ``step``; with ``choices``, a value must be one of them. ``expected`` says it in words, for error
+    messages. Settings files (``storygraph.toml``) use the same declaration for their keys' help.
+    """
+
+    help: str
+    expected: str = "any text"
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    step: Optional[int] = None
+    offset: int = 0
+    choices: tuple = ()
+
+    def allows(self, value: Any) -> bool:
+        """Whether a value of the right type is allowed (callers check the type)."""
+        if self.choices and value not in self.choices:
+            return False
+        if isinstance(value, (str, bool)) or value is None:
+            return True
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
+            return False
+        return self.step is None or value % self.step == self.offset
+
+
+def setting(default: Any, help: str, **allowed: Any):
+    """A dataclass field declaring one setting: its default, its meaning and its allowed values."""
+    return field(default=default, metadata={"setting": Setting(help, **allowed)})
 
 
 @dataclass(frozen=True)
+class GenerationDefaults:
+    """The generation settings of a scene, with their defaults: the one list of them (see the module docstring).
+
+    The order is the order of the request fingerprint (``engine.takes``); add new settings at the end.
+    """
+
+    negative_prompt: str = setting("worst quality, inconsistent motion, blurry, jittery, distorted",
+                                   "what the picture must not look like")
+    width: int = setting(768, "frame width in pixels", expected="a multiple of 32 from 64 to 4096",
+                         lo=64, hi=4096, step=32)
+    height: int = setting(512, "frame height in pixels", expected="a multiple of 32 from 64 to 4096",
+                          lo=64, hi=4096, step=32)
+    frames: int = setting(121, "frames in the clip (LTX-2 takes 8k+1)",
+                          expected="8k+1 frames from 9 to 1025 (9, 17, 25, …, 121, …, 1025)",
+                          lo=9, hi=1025, step=8, offset=1)
+    fps: float = setting(24.0, "frames per second", expected="a frame rate from 1 to 120", lo=1, hi=120)
+    steps: int = setting(8, "denoising steps", expected="an integer from 1 to 200", lo=1, hi=200)
+    guidance: float = setting(1.0, "classifier-free guidance scale (1: none)",
+                              expected="a guidance scale from 0 to 50 (1 means none)", lo=0, hi=50)
+    seed: int = setting(0, "random seed of take 0 (take n uses seed + n)",
+                        expected=f"an integer from 0 to {2**32 - 1}", lo=0, hi=2**32 - 1)
+
+
+_GENERATION_TYPES: dict[str, type] = get_type_hints(GenerationDefaults)
+
+
+def generation_settings() -> list[tuple[str, type, Setting]]:
+    """``(name, type, setting)`` of every generation setting, in declaration order."""
+    return [(f.name, _GENERATION_TYPES[f.name], f.metadata["setting"]) for f in fields(GenerationDefaults)]
+
+
+def with_generation_settings(*, before: str, optional: bool):
+    """A class decorator (under ``@dataclass``) that inserts a field for every generation setting just before
+    the class's field ``before``, so that GenerationDefaults stays the only list of them. ``optional``: the
+    fields default to ``None`` (the story's default applies); otherwise to the declared defaults."""
+
+    def add(cls):
+        annotations = {}
+        for name, annotation in cls.__dict__.get("__annotations__", {}).items():
+            if name == before:
+                for f in fields(GenerationDefaults):
+                    kind = _GENERATION_TYPES[f.name].__name__
+                    annotations[f.name] = f"Optional[{kind}]" if optional else kind
+                    setattr(cls, f.name, field(default=None if optional else f.default, metadata=f.metadata))
+            annotations[name] = annotation
+        cls.__annotations__ = annotations
+        return cls
+
+    return add
+
+
+@dataclass(frozen=True)
+@with_generation_settings(before="references", optional=True)
 class SceneSpec:
-    """A scene as the author wrote it. ``None`` fields fall back to the story's generation defaults."""
+    """A scene as the author wrote it, plus an optional field per generation setting (``width``, ``frames``,
+    ... from :class:`GenerationDefaults`); ``None`` falls back to the story's generation defaults."""
 
     id: str
     action: str
@@ -70,23 +154,16 @@ class SceneSpec:
     lighting: str = ""
     weather: str = ""
     camera: str = ""
-    width: Optional[int] = None
-    height: Optional[int] = None
-    frames: Optional[int] = None
-    fps: Optional[float] = None
-    seed: Optional[int] = None
-    steps: Optional[int] = None
-    guidance: Optional[float] = None
-    negative_prompt: Optional[str] = None
+    # one Optional field per generation setting is inserted here
     references: tuple[Reference, ...] = ()
+
+    def generation(self) -> dict[str, Any]:
+        """The generation settings as given (``None`` where the story's default applies)."""
+        return {f.name: getattr(self, f.name) for f in fields(GenerationDefaults)}
 
     def resolved(self, defaults: GenerationDefaults) -> "SceneSpec":
         """A copy with every generation field filled from ``defaults``."""
-        fill = {}
-        for name in ("width", "height", "frames", "fps", "seed", "steps", "guidance", "negative_prompt"):
-            if getattr(self, name) is None:
-                fill[name] = getattr(defaults, name)
-        return replace(self, **fill)
+        return replace(self, **{k: getattr(defaults, k) for k, v in self.generation().items() if v is None})
 
 
 @dataclass(frozen=True)
@@ -103,22 +180,23 @@ class Transition:
 
 @dataclass(frozen=True)
 class MemoryParams:
-    """Every constant of story memory, with its default. See README "Memory" for the maths."""
+    """Every constant of story memory, with its default (the ``[memory]`` section of storygraph.toml). See
+    README "Memory" for the maths."""
 
-    tau_story: float = 10.0  # transition retention: decay = exp(-gap / tau_story)
-    tau_character: float = 20.0  # appearance retention: R = exp(-dclock / (tau_c * strength))
-    strength_init: float = 1.0  # strength of a new appearance with identity score 1.0
-    strength_min: float = 0.25
-    strength_max: float = 5.0
-    reinforce_step: float = 1.0  # added on good reuse
-    penalty_step: float = 1.0  # removed on reuse that led to drift
-    reinforce_threshold: float = 0.8  # identity score at or above which reuse counts as good
-    drift_threshold: float = 0.5  # identity similarity below which an appearance is never used
-    w_relevance: float = 1.0
-    w_recency: float = 1.0
-    w_quality: float = 0.5
-    relevance_text_weight: float = 0.5  # relevance = a * text cosine + (1 - a) * identity similarity
-    candidates: int = 64  # vector candidates taken per space before scoring
+    tau_story: float = setting(10.0, "transition retention: decay = exp(-gap / tau_story)")
+    tau_character: float = setting(20.0, "appearance retention: R = exp(-dclock / (tau_c * strength))")
+    strength_init: float = setting(1.0, "strength of a new appearance with identity score 1.0")
+    strength_min: float = setting(0.25, "the weakest a memory gets")
+    strength_max: float = setting(5.0, "the strongest a memory gets")
+    reinforce_step: float = setting(1.0, "strength added on good reuse")
+    penalty_step: float = setting(1.0, "strength removed on reuse that led to drift")
+    reinforce_threshold: float = setting(0.8, "identity score at or above which reuse counts as good")
+    drift_threshold: float = setting(0.5, "identity similarity below which an appearance is never used")
+    w_relevance: float = setting(1.0, "retrieval score weight of relevance")
+    w_recency: float = setting(1.0, "retrieval score weight of retention")
+    w_quality: float = setting(0.5, "retrieval score weight of the appearance's identity score")
+    relevance_text_weight: float = setting(0.5, "relevance = a * text cosine + (1 - a) * identity similarity")
+    candidates: int = setting(64, "vector candidates taken per space before scoring")
 
 
 @dataclass(frozen=True)
@@ -167,6 +245,9 @@ class Placement:
 
 @dataclass(frozen=True)
 class Scores:
+    """A take's scores (see README "Observer scores"): every field but ``identity_by_character`` is one score,
+    stored under its own name on the Take and on the Scene that chose it."""
+
     text_alignment: Optional[float] = None
     subject_consistency: Optional[float] = None
     background_consistency: Optional[float] = None
@@ -174,14 +255,13 @@ class Scores:
     transition_smoothness: Optional[float] = None
     identity_by_character: dict = field(default_factory=dict)
 
+    @staticmethod
+    def names() -> tuple[str, ...]:
+        """The scores, in declaration order."""
+        return tuple(f.name for f in fields(Scores) if f.name != "identity_by_character")
+
     def as_dict(self) -> dict:
-        return {
-            "text_alignment": self.text_alignment,
-            "subject_consistency": self.subject_consistency,
-            "background_consistency": self.background_consistency,
-            "identity": self.identity,
-            "transition_smoothness": self.transition_smoothness,
-        }
+        return {name: getattr(self, name) for name in self.names()}
 
 
 @dataclass

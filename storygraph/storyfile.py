@@ -21,8 +21,10 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .domain import (
-    TRANSITION_KINDS, Character, Environment, GenerationDefaults, Reference, SceneSpec, Story, Transition,
+    TRANSITION_KINDS, Character, Environment, GenerationDefaults, Reference, SceneSpec, Setting, Story, Transition,
+    generation_settings,
 )
+from .errors import InvalidInput
 from .timeline import TimelineError, find_cycle, place_scenes
 
 __all__ = ["StoryFileError", "load_story", "ID_PATTERN", "MAX_FILE_BYTES", "REFERENCE_KINDS"]
@@ -38,7 +40,6 @@ REFERENCE_KINDS: tuple[str, ...] = ("character", "costume", "place", "frame")
 _MAX_DEPTH = 32
 # Values visited while reading, aliases expanded: bounds the work of alias bombs.
 _MAX_VALUES = 2_000_000
-_MAX_SEED = 2**32 - 1
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -46,13 +47,15 @@ _SAFE_TAGS = frozenset(t for t in SafeConstructor.yaml_constructors if t is not 
 _NULL_TAG = "tag:yaml.org,2002:null"
 
 
-class StoryFileError(Exception):
+class StoryFileError(InvalidInput):
     """A story file that cannot be loaded, and exactly where and why.
 
     ``path`` is the file as the caller named it, ``line`` 1-based (None when the problem is not on a
     line), ``field`` a dotted path (``""`` for the whole file), ``message`` what is wrong and
     ``expected`` what would have been right (None where the message says it).
     """
+
+    label = "invalid story file"
 
     def __init__(self, path: Union[str, os.PathLike], line: Optional[int], field: str, message: str,
                  expected: Optional[str] = None, column: Optional[int] = None):
@@ -301,12 +304,15 @@ def _file(r: _Reader, node: Node, field: str) -> str:
     return str(full)
 
 
-_WIDTH = _integer(64, 4096, "a multiple of 32 from 64 to 4096", lambda v: v % 32 == 0)
-_FRAMES = _integer(9, 1025, "8k+1 frames from 9 to 1025 (9, 17, 25, …, 121, …, 1025)", lambda v: v % 8 == 1)
-_FPS = _number(1, 120, "a frame rate from 1 to 120")
-_STEPS = _integer(1, 200, "an integer from 1 to 200")
-_GUIDANCE = _number(0, 50, "a guidance scale from 0 to 50 (1 means none)")
-_SEED = _integer(0, _MAX_SEED, f"an integer from 0 to {_MAX_SEED}")
+def _setting(kind: type, s: Setting) -> Parser:
+    """The parser of a generation setting, from its declaration in :class:`storygraph.domain.GenerationDefaults`."""
+    if kind is str:
+        return _string()
+    if kind is int:
+        return _integer(int(s.lo), int(s.hi), s.expected, s.allows)
+    return _number(s.lo, s.hi, s.expected)
+
+
 _GAP = _number(0, math.inf, "a story-time gap >= 0")
 _TAU = _number(0, math.inf, "a time constant > 0", lo_open=True)
 _STRENGTH = _number(0, 1, "a strength from 0 to 1")
@@ -326,10 +332,7 @@ def _list_of(spec: dict[str, _F], what: str) -> Parser:
     return lambda r, node, field: r.sequence(node, field, item, f"a list of {what}s")
 
 
-_GENERATION = {
-    "width": _F(_WIDTH), "height": _F(_WIDTH), "frames": _F(_FRAMES), "fps": _F(_FPS),
-    "steps": _F(_STEPS), "guidance": _F(_GUIDANCE), "seed": _F(_SEED), "negative_prompt": _F(_string()),
-}
+_GENERATION = {name: _F(_setting(kind, s)) for name, kind, s in generation_settings()}
 _STORY = {"id": _F(_ident, True), "title": _F(_string())}
 _CHARACTER = {
     "id": _F(_ident, True), "name": _F(_string(True), True), "description": _F(_string(True), True),

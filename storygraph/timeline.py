@@ -11,9 +11,12 @@ from collections import defaultdict, deque
 from typing import Iterable, Optional
 
 from .domain import Placement, Transition
+from .errors import InvalidInput
 
 
-class TimelineError(ValueError):
+class TimelineError(InvalidInput, ValueError):
+    """Transitions that do not make a forest of timelines (a cycle, or a scene reached twice)."""
+
     def __init__(self, message: str, scene_id: Optional[str] = None):
         super().__init__(message)
         self.scene_id = scene_id

@@ -1,4 +1,5 @@
-"""Shared fixtures: the example story, and a store for every backend the contract suite can reach."""
+"""Shared fixtures: the example story, a store for every backend the contract suite can reach, and tiny
+random-weight models (CLIP, DINOv2, LTX-2) built once per test run. Plain helpers live in ``support.py``."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "harbor.yaml"
+from support import EXAMPLE
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -33,26 +33,72 @@ def example_story():
     return load_story(EXAMPLE)
 
 
-def make_store(backend: str, tmp_path: Path, story_id: str | None = None):
-    if backend == "ladybug":
-        from storygraph.graphdb.embedded import EmbeddedStore
-
-        return EmbeddedStore(tmp_path / "story", story_id=story_id)
-    from storygraph.graphdb.neo4j import Neo4jStore
-
-    store = Neo4jStore(os.environ["STORYGRAPH_TEST_NEO4J_URI"], story_id=story_id)
-    # each test gets an empty graph: the contract suite owns this Neo4j instance
-    store._write_query("MATCH (n) DETACH DELETE n", {})
-    return store
-
-
+# -- stores -------------------------------------------------------------------------------------------------
 @pytest.fixture(params=_backends())
 def backend(request) -> str:
     return request.param
 
 
 @pytest.fixture
-def store(backend, tmp_path):
-    s = make_store(backend, tmp_path)
-    yield s
-    s.close()
+def make_store(backend, tmp_path):
+    """``make_store(name)``: a new, empty store of this test's backend (closed after the test)."""
+    made = []
+
+    def make(name: str = "story", story_id: str | None = None):
+        if backend == "ladybug":
+            from storygraph.graphdb.embedded import EmbeddedStore
+
+            s = EmbeddedStore(tmp_path / name, story_id=story_id)
+        else:
+            from storygraph.graphdb.neo4j import Neo4jStore
+
+            s = Neo4jStore(os.environ["STORYGRAPH_TEST_NEO4J_URI"], story_id=story_id)
+            # each store starts from an empty graph: the contract suite owns this Neo4j instance
+            s._write_query("MATCH (n) DETACH DELETE n", {})
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def store(make_store):
+    return make_store()
+
+
+# -- tiny models ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory) -> dict:
+    """``{"clip": folder, "dino": folder}`` holding tiny random-weight models saved with save_pretrained."""
+    from storygraph.engine.tiny.encoders import make_encoders
+
+    return make_encoders(tmp_path_factory.mktemp("tiny-encoders"))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoders(tiny_model_dirs):
+    """An ``Encoders`` on the CPU loaded from the tiny folders."""
+    from storygraph.engine.encoders import Encoders
+
+    return Encoders.from_pretrained(tiny_model_dirs["clip"], tiny_model_dirs["dino"], device="cpu", batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory):
+    """A ``Config`` whose models are tiny random-weight CLIP, DINOv2 and LTX-2 folders (built once)."""
+    from storygraph.engine.demo import prepare
+
+    return prepare(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_runtime(tiny_config):
+    """The tiny generator and encoders loaded once through ``from_pretrained``, shared by in-process engines."""
+    from storygraph.engine.encoders import Encoders
+    from storygraph.engine.generators.ltx2 import LTX2Generator
+
+    m = tiny_config.models
+    return {"generator": LTX2Generator.from_pretrained(m.ltx2, device="cpu"),
+            "encoders": Encoders.from_pretrained(clip=m.clip, dino=m.dino, device="cpu")}

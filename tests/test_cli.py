@@ -39,7 +39,7 @@ def sg(*args, cwd=None) -> subprocess.CompletedProcess:
 
 
 def rows(graph, cypher: str, *params: str) -> list[dict]:
-    args = ["query", cypher, "--graph", graph, "--json"]
+    args = ["query", cypher, "--dir", graph, "--json"]
     for p in params:
         args += ["--param", p]
     r = sg(*args)
@@ -79,7 +79,7 @@ def story():
 def loaded(tmp_path_factory):
     """The example loaded once; tests using it only read."""
     graph = tmp_path_factory.mktemp("cli") / "harbor"
-    r = sg("load", EXAMPLE, "--graph", graph)
+    r = sg("load", EXAMPLE, "--dir", graph)
     assert r.returncode == 0, r.stderr
     return graph, r.stdout
 
@@ -88,7 +88,7 @@ def loaded(tmp_path_factory):
 def target(tmp_path_factory):
     """A second copy of the example for tests that try to write and must be refused."""
     graph = tmp_path_factory.mktemp("cli") / "target"
-    r = sg("load", EXAMPLE, "--graph", graph)
+    r = sg("load", EXAMPLE, "--dir", graph)
     assert r.returncode == 0, r.stderr
     return graph, snapshot(graph)
 
@@ -123,9 +123,9 @@ def test_graph_matches_story_file(loaded, story):
 
 def test_second_load_changes_nothing(tmp_path, story):
     graph = tmp_path / "twice"
-    assert sg("load", EXAMPLE, "--graph", graph).returncode == 0
+    assert sg("load", EXAMPLE, "--dir", graph).returncode == 0
     counts, before = rows(graph, PER_CHARACTER), snapshot(graph)
-    again = sg("load", EXAMPLE, "--graph", graph)
+    again = sg("load", EXAMPLE, "--dir", graph)
     assert again.returncode == 0, again.stderr
     assert "nothing new" in again.stdout
     assert f"{len(story.scenes)} scenes" in again.stdout
@@ -141,7 +141,7 @@ def test_names_with_quotes_and_cypher_round_trip(tmp_path):
     story = load_story(path)
     assert story.character("mara").name == odd
     graph = tmp_path / "odd"
-    assert sg("load", path, "--graph", graph).returncode == 0
+    assert sg("load", path, "--dir", graph).returncode == 0
     assert rows(graph, "MATCH (c:Character) WHERE c.id = $id RETURN c.name AS name", "id=mara") == [{"name": odd}]
     assert rows(graph, PER_CHARACTER) == expected_counts(story)
 
@@ -162,7 +162,7 @@ def test_names_with_quotes_and_cypher_round_trip(tmp_path):
 ])
 def test_writes_are_refused_and_change_nothing(target, cypher):
     graph, before = target
-    r = sg("query", cypher, "--graph", graph)
+    r = sg("query", cypher, "--dir", graph)
     assert r.returncode == 3, (r.stdout, r.stderr)
     assert "read-only" in r.stderr.lower()
     assert "Traceback" not in r.stderr
@@ -174,7 +174,7 @@ def test_writes_are_refused_and_change_nothing(target, cypher):
 
 def test_titles_survive_refused_set(target, story):
     graph, _ = target
-    r = sg("query", "MATCH (s:Scene) SET s.title = 'x' RETURN s.id", "--graph", graph)
+    r = sg("query", "MATCH (s:Scene) SET s.title = 'x' RETURN s.id", "--dir", graph)
     assert r.returncode == 3
     got = rows(graph, "MATCH (s:Scene) RETURN s.id AS id, s.title AS title ORDER BY id")
     assert got == sorted(({"id": s.id, "title": s.title} for s in story.scenes), key=lambda r: r["id"])
@@ -217,7 +217,7 @@ def test_injection_looking_param_is_just_a_value(target, value):
 
 
 def test_param_without_equals_is_a_usage_error(loaded):
-    r = sg("query", "RETURN $a AS a", "--graph", loaded[0], "--param", "a")
+    r = sg("query", "RETURN $a AS a", "--dir", loaded[0], "--param", "a")
     assert r.returncode == 2
     assert "key=value" in r.stderr
     assert "Traceback" not in r.stderr
@@ -303,7 +303,7 @@ def test_load_broken_file_writes_nothing(tmp_path, story):
     bad.write_text(text, encoding="utf-8")
     before = tree(tmp_path)
     graph = tmp_path / "g"
-    r = sg("load", bad, "--graph", graph, cwd=tmp_path)
+    r = sg("load", bad, "--dir", graph, cwd=tmp_path)
     assert r.returncode == 2
     assert f"{bad}:{line}: {field}:" in r.stderr
     assert not graph.exists()
@@ -315,7 +315,7 @@ def test_load_broken_file_writes_nothing(tmp_path, story):
 
 
 def test_show(loaded, story):
-    r = sg("show", "--graph", loaded[0])
+    r = sg("show", "--dir", loaded[0])
     assert r.returncode == 0, r.stderr
     first = r.stdout.splitlines()[0]
     assert story.title in first and story.id in first
@@ -329,7 +329,7 @@ def test_no_graph_fails_clearly(tmp_path, command):
     empty.mkdir()
     missing = tmp_path / "missing"
     for folder in (empty, missing):
-        r = sg(*command, "--graph", folder)
+        r = sg(*command, "--dir", folder)
         assert r.returncode not in (0, 3)
         assert "Traceback" not in r.stderr
         assert str(folder) in r.stderr and "graph" in r.stderr
@@ -393,7 +393,37 @@ def test_import_is_light():
 def test_help_and_query_stay_light(loaded):
     help_code = "from storygraph.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
     assert _heavy_after(help_code) == []
-    argv = ["query", "MATCH (s:Scene) RETURN count(s) AS n", "--graph", str(loaded[0]), "--json"]
+    argv = ["query", "MATCH (s:Scene) RETURN count(s) AS n", "--dir", str(loaded[0]), "--json"]
     query_code = (f"from storygraph.cli import main\ntry:\n    main({argv!r})\n"
                   "except SystemExit as e:\n    assert not e.code, e.code")
     assert _heavy_after(query_code) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# one spelling for the story folder, old spellings still accepted
+
+
+def test_old_folder_spellings_still_work(loaded, story, tmp_path):
+    """``--dir`` is the story folder everywhere; a folder given to ``--graph`` and the old positional folder
+    (init, resume, export, report, studio, demo) still work, hidden from --help."""
+    graph = loaded[0]
+    for args in (["show", "--graph", graph], ["show", "-g", graph], ["show", "-d", graph]):
+        r = sg(*args)
+        assert r.returncode == 0, (args, r.stderr)
+        assert f"{len(story.scenes)} scenes" in r.stdout
+    assert rows(graph, PER_CHARACTER) == expected_counts(story)
+    old = tmp_path / "old"
+    assert sg("init", old).returncode == 0 and (old / "storygraph.toml").exists()
+    new = tmp_path / "new"
+    assert sg("init", "--dir", new).returncode == 0 and (new / "storygraph.toml").exists()
+    r = sg("report", tmp_path / "nowhere")
+    assert r.returncode == 2 and "no story folder" in r.stderr
+    for command in ("init", "resume", "export", "report", "studio", "demo"):
+        usage = sg(command, "--help").stdout
+        assert "-d, --dir" in usage and "DIRECTORY]" not in usage.splitlines()[0], (command, usage)
+
+
+def test_two_different_folders_are_refused(loaded, tmp_path):
+    r = sg("show", "--dir", loaded[0], "--graph", tmp_path / "other")
+    assert r.returncode == 2 and "two story folders" in r.stderr
+    assert "Traceback" not in r.stderr

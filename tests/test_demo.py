@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine_support import EXAMPLE, storygraph_cli
+from support import EXAMPLE, storygraph_cli
 
 pytestmark = pytest.mark.slow
 

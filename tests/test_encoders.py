@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import pytest
-from fixtures_models import tiny_encoders, tiny_model_dirs  # noqa: F401  (fixtures)
 
 torch = pytest.importorskip("torch")
 
@@ -114,8 +113,8 @@ def test_embed_text(tiny_encoders):
 def test_fp8_linear_layers_stay_close_to_float32(tiny_model_dirs):
     from storygraph.engine.encoders import Encoders
 
-    full = Encoders.load(tiny_model_dirs["clip"], tiny_model_dirs["dino"], device="cpu")
-    fp8 = Encoders.load(tiny_model_dirs["clip"], tiny_model_dirs["dino"], device="cpu", fp8=True)
+    full = Encoders.from_pretrained(tiny_model_dirs["clip"], tiny_model_dirs["dino"], device="cpu")
+    fp8 = Encoders.from_pretrained(tiny_model_dirs["clip"], tiny_model_dirs["dino"], device="cpu", fp8=True)
     assert type(fp8.dino_model.encoder.layer[0].mlp.fc1).__name__ == "Fp8Linear"
     frames = np.stack([_image(64, 96, s) for s in range(4)])
     c32, d32 = full.embed_images(frames)
@@ -130,12 +129,12 @@ def test_missing_model_says_what_to_download(tmp_path, tiny_model_dirs, monkeypa
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFound) as err:
-        Encoders.load("openai/clip-vit-large-patch14", tiny_model_dirs["dino"], device="cpu")
+        Encoders.from_pretrained("openai/clip-vit-large-patch14", tiny_model_dirs["dino"], device="cpu")
     msg = str(err.value)
     assert "hf download openai/clip-vit-large-patch14 --local-dir" in msg
     assert "[models]" in msg and "clip =" in msg and "storygraph.toml" in msg
     with pytest.raises(ModelNotFound) as err:
-        Encoders.load(tiny_model_dirs["clip"], str(tmp_path / "no-such-dino"), device="cpu")
+        Encoders.from_pretrained(tiny_model_dirs["clip"], str(tmp_path / "no-such-dino"), device="cpu")
     assert "facebook/dinov2-base" in str(err.value) and "dino =" in str(err.value)
 
 
@@ -143,7 +142,7 @@ def test_relative_model_folders_resolve_against_base_dir(tiny_model_dirs):
     from storygraph.engine.encoders import Encoders
 
     base = os.path.dirname(tiny_model_dirs["clip"])
-    enc = Encoders.load("clip", "dino", device="cpu", base_dir=base)
+    enc = Encoders.from_pretrained("clip", "dino", device="cpu", base_dir=base)
     assert enc.sources["clip"] == os.path.abspath(tiny_model_dirs["clip"])
 
 

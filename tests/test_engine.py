@@ -12,9 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from engine_support import (  # noqa: F401  (fixtures)
-    graph_accepted_ids, harbor_story, new_engine, tiny_config, tiny_runtime,
-)
+from support import graph_accepted_ids, harbor_story, new_engine
 
 ONE = (("s01-arrival",), ())
 CONTINUOUS = (("s01-arrival", "s02-package"), (("s01-arrival", "s02-package", "continuous", None),))

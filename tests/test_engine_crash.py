@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from engine_support import graph_accepted_ids, storygraph_cli, tiny_config, write_story_yaml  # noqa: F401
+from support import graph_accepted_ids, storygraph_cli, write_story_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +100,7 @@ def test_killed_run_resumes_to_a_complete_consistent_story(point, story_file, ti
         from storygraph.config import Config
         from storygraph.engine.engine import StoryEngine
 
-        engine = StoryEngine(copy, config=Config.load(copy))
+        engine = StoryEngine.open(copy, config=Config.load(copy))
         try:
             for space, idx in engine.indexes().items():
                 assert set(idx.ids()) == committed, space

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine_support import harbor_story, new_engine, storygraph_cli, tiny_config, tiny_runtime  # noqa: F401
+from support import harbor_story, new_engine, storygraph_cli
 
 SCENES = ("s01-arrival", "s02-package", "s03-keeper", "s04-meeting")
 TRANSITIONS = (

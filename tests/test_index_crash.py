@@ -21,15 +21,15 @@ from storygraph.engine.retrieval import Retriever
 from storygraph.engine.vectors import VectorIndex
 from storygraph.domain import MemoryParams
 
-from helpers_memory import open_store
+from support import embedded_store
 
 TESTS = Path(__file__).resolve().parent
 
+# run with ``python -c`` from the tests folder, so ``support`` is importable as it is here
 CHILD = textwrap.dedent('''
     import json, os, sys
     from pathlib import Path
-    sys.path.insert(0, sys.argv[2])
-    from helpers_memory import Planted, commit, make_appearance, open_store, story
+    from support import Planted, commit, embedded_store, make_appearance, memory_story
     from storygraph.domain import Character, MemoryParams, Transition
     from storygraph.engine.retrieval import Retriever
     from storygraph.engine.vectors import VectorIndex
@@ -39,10 +39,10 @@ CHILD = textwrap.dedent('''
     planted = Planted(7)
     envs = {"s0": "pier", "s1": "lighthouse", "s2": "market", "s3": "pier", "x2": "cabin"}
     scenes = [(s, e, ("mara", "ivo")) for s, e in envs.items()]
-    st = story(scenes, [Transition("s0", "s1", "cut"), Transition("s1", "s2", "cut"), Transition("s2", "s3", "cut"),
+    st = memory_story(scenes, [Transition("s0", "s1", "cut"), Transition("s1", "s2", "cut"), Transition("s2", "s3", "cut"),
                         Transition("s1", "x2", "cut")],
                (Character("mara", "Mara"), Character("ivo", "Ivo")))
-    store = open_store(folder / "story")
+    store = embedded_store(folder / "story")
     store.load_story(st)
 
     def take(sid, n):
@@ -88,13 +88,13 @@ CHILD = textwrap.dedent('''
 
 def test_sigkill_between_graph_commit_and_index_save(tmp_path):
     env = dict(os.environ, STORYGRAPH_CRASH_AT="after_commit")
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path), str(TESTS)], env=env,
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path)], env=env, cwd=TESTS,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     assert "not killed" not in proc.stdout
     recorded = json.loads((tmp_path / "answers.json").read_text())
 
-    store = open_store(tmp_path / "story")
+    store = embedded_store(tmp_path / "story")
     try:
         graph = dict(store.appearance_keys())
         assert {"s2-mara-t0", "s1-mara-t1"} <= set(graph) and "s1-mara-t0" not in graph

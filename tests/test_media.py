@@ -77,8 +77,8 @@ def test_thumbnails(tmp_path):
         assert b.format == "PNG" and max(b.size) == 32
 
 
-def test_sample_indices():
-    assert media.sample_indices(121, 8)[0] == 0 and media.sample_indices(121, 8)[-1] == 120
-    assert len(media.sample_indices(121, 8)) == 8
-    assert media.sample_indices(5, 10) == [0, 1, 2, 3, 4]
-    assert media.sample_indices(0, 3) == []
+def test_spread_indices():
+    assert media.spread_indices(121, 8)[0] == 0 and media.spread_indices(121, 8)[-1] == 120
+    assert len(media.spread_indices(121, 8)) == 8
+    assert media.spread_indices(5, 10) == [0, 1, 2, 3, 4]
+    assert media.spread_indices(0, 3) == []

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-from fixtures_models import tiny_encoders, tiny_model_dirs  # noqa: F401  (fixtures)
 
 from storygraph.domain import Appearance, Character, MemoryParams
 from storygraph.engine.observer import (
@@ -16,7 +15,7 @@ from storygraph.engine.observer import (
     frame_identity,
     initial_strength,
     representative_frame,
-    sample_indices,
+    observed_frame_indices,
     subject_consistency,
     text_alignment,
     transition_smoothness,
@@ -31,17 +30,17 @@ def unit(deg):
 # ---- pure formulas
 
 
-def test_sample_indices():
-    assert sample_indices(121) == [0, 13, 27, 40, 53, 67, 80, 93, 107, 120]
-    idx = sample_indices(121, 8)
+def test_observed_frame_indices():
+    assert observed_frame_indices(121) == [0, 13, 27, 40, 53, 67, 80, 93, 107, 120]
+    idx = observed_frame_indices(121, 8)
     assert idx[0] == 0 and idx[-1] == 120 and len(idx) == 10
     assert np.all(np.diff(idx) >= 13) and np.all(np.diff(idx) <= 14)
-    assert sample_indices(121, 4) == [0, 24, 48, 72, 96, 120]
-    assert sample_indices(1) == [0]
-    assert sample_indices(5, 8) == [0, 1, 2, 3, 4]
-    assert sample_indices(9, 0) == [0, 8]
+    assert observed_frame_indices(121, 4) == [0, 24, 48, 72, 96, 120]
+    assert observed_frame_indices(1) == [0]
+    assert observed_frame_indices(5, 8) == [0, 1, 2, 3, 4]
+    assert observed_frame_indices(9, 0) == [0, 8]
     with pytest.raises(ValueError):
-        sample_indices(0)
+        observed_frame_indices(0)
 
 
 def test_identical_frames_give_consistency_one():
@@ -133,7 +132,7 @@ def test_observer_end_to_end(tmp_path, tiny_encoders):
     from PIL import Image
 
     frames = _clip()
-    idx = sample_indices(len(frames), 8)
+    idx = observed_frame_indices(len(frames), 8)
     ref_path = tmp_path / "refs" / "hero.png"
     ref_path.parent.mkdir()
     Image.fromarray(frames[idx[3]]).save(ref_path)  # the hero's reference is one of the sampled frames

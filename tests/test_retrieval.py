@@ -21,7 +21,7 @@ from storygraph.engine import memory
 from storygraph.engine.retrieval import Retriever, nearest_prior_appearances
 from storygraph.engine.vectors import VectorIndex
 
-from helpers_memory import Planted, commit, make_appearance, open_store, story
+from support import Planted, commit, embedded_store, make_appearance, memory_story
 
 MAIN = [("s0", "pier"), ("s1", "lighthouse"), ("s2", "market"), ("s3", "lighthouse"), ("s4", "cabin")]
 SIDE = [("t3", "lighthouse"), ("t4", "market")]
@@ -36,8 +36,8 @@ def world(tmp_path):
     transitions = [Transition("s0", "s1", "cut"), Transition("s1", "s2", "cut"), Transition("s2", "s3", "cut"),
                    Transition("s2", "t3", "cut"), Transition("s3", "s4", "cut"), Transition("s4", "s5", "cut"),
                    Transition("t3", "t4", "cut"), Transition("t4", "t5", "cut")]
-    st = story(scenes, transitions, (Character("mara", "Mara"), Character("ivo", "Ivo", decay_tau=IVO_TAU)))
-    store = open_store(tmp_path / "story")
+    st = memory_story(scenes, transitions, (Character("mara", "Mara"), Character("ivo", "Ivo", decay_tau=IVO_TAU)))
+    store = embedded_store(tmp_path / "story")
     store.load_story(st)
     ivo_dino, ivo_clip = planted.dino("ivo", noise=0.0), planted.clip("ivo", "market", noise=0.0)
     ivo = {"s0": dict(strength=3.0, reinforced_clock=0.0), "s1": dict(strength=1.0, reinforced_clock=2.0),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -11,21 +12,6 @@ from storygraph.graphdb import StoreError
 from storygraph.graphdb import queries
 from storygraph.graphdb.base import CypherStore
 from storygraph.graphdb.store import SceneCommit, TakeRecord, TransitionRecord
-
-USED: dict[str, set] = {"ladybug": set(), "neo4j": set()}
-
-
-@pytest.fixture(autouse=True)
-def record_queries(monkeypatch):
-    """Instrument (not replace) query lookup, so the last test can prove every named query ran here."""
-    original = CypherStore.q
-
-    def q(self, name):
-        USED[self.dialect].add(name)
-        return original(self, name)
-
-    monkeypatch.setattr(CypherStore, "q", q)
-
 
 def small_story() -> Story:
     return Story(
@@ -163,6 +149,22 @@ def test_takes_choose_and_reinforce(store):
         store.choose_take("b", 7)
 
 
+def test_appearance_arrays_come_in_batches_of_columns(store):
+    store.load_story(small_story())
+    store.commit_take(commit("a", 0, [appearance("a#0#mara", "mara", "a", 0.0)]))
+    store.commit_take(commit("b", 0, [appearance("b#0#mara", "mara", "b", 1.0, pos=1),
+                                      appearance("b#0#ivo", "ivo", "b", 1.0, pos=1)]))
+    batches = list(store.appearance_arrays(batch=2))
+    assert [len(b["id"]) for b in batches] == [2, 1]
+    got = {i: (c, br, int(p), float(k)) for b in batches
+           for i, c, br, p, k in zip(b["id"], b["character_id"], b["branch"], b["pos"], b["clock"])}
+    assert got == {"a#0#mara": ("mara", "a", 0, 0.0), "b#0#mara": ("mara", "a", 1, 1.0),
+                   "b#0#ivo": ("ivo", "a", 1, 1.0)}
+    assert all(b["clip"].shape == (len(b["id"]), 4) and b["clip"].dtype.name == "float32" for b in batches)
+    [only] = list(store.appearance_arrays(ids=["b#0#ivo", "nope"], spaces=("dino",)))
+    assert only["id"] == ["b#0#ivo"] and "clip" not in only and only["dino"].tolist() == [[0.25] * 4]
+
+
 def test_events_are_monotonic_and_replayable(store):
     store.load_story(small_story())
     loaded = store.events_since(0)
@@ -195,9 +197,29 @@ def test_single_upserts(store):
     assert ctx.scene.spec.width == 768  # defaults filled from the stored story
 
 
-def test_every_named_query_ran(backend):
-    """Runs last in this file: every query the backend has was exercised by the tests above."""
+def _contract() -> list:
+    """Every test above that takes nothing but a store: together, the contract."""
+    return [fn for name, fn in sorted(globals().items()) if name.startswith("test_") and callable(fn)
+            and list(inspect.signature(fn).parameters) == ["store"]]
+
+
+def test_every_named_query_ran(backend, make_store, monkeypatch):
+    """Every query the backend has is exercised by the contract. This test runs the whole contract itself on
+    fresh stores, with query lookup instrumented (not replaced), so it holds whatever ran before it or was
+    deselected."""
+    used: set[str] = set()
+    original = CypherStore.q
+
+    def q(self, name):
+        used.add(name)
+        return original(self, name)
+
+    monkeypatch.setattr(CypherStore, "q", q)
+    contract = _contract()
+    assert len(contract) >= 8
+    for i, test in enumerate(contract):
+        test(make_store(f"contract-{i}"))
     dialect = "ladybug" if backend == "ladybug" else "neo4j"
     bulk_only = {n for n in queries.names() if n.startswith("copy_")} | {"schema"}
     expected = set(queries.all_for(dialect)) - bulk_only
-    assert expected - USED[dialect] == set()
+    assert expected - used == set()

@@ -10,7 +10,7 @@ import pytest
 from storygraph.domain import Placement
 from storygraph.engine.vectors import VectorIndex, exact_knn, reconcile_all
 
-from helpers_memory import Planted, commit, make_appearance, open_store, story, unit
+from support import Planted, commit, embedded_store, make_appearance, memory_story, unit
 from storygraph.domain import Character, Transition
 
 
@@ -257,10 +257,10 @@ def test_torch_path_follows_appends_and_removals():
 
 def _small_graph(tmp_path, planted):
     chars = (Character("mara", "Mara"), Character("ivo", "Ivo"))
-    st = story([("s0", "pier", ("mara",)), ("s1", "cabin", ("mara", "ivo")), ("s2", "pier", ("ivo",)),
+    st = memory_story([("s0", "pier", ("mara",)), ("s1", "cabin", ("mara", "ivo")), ("s2", "pier", ("ivo",)),
                 ("t2", "hill", ("mara",))],
                [Transition("s0", "s1", "cut"), Transition("s1", "s2", "cut"), Transition("s1", "t2", "cut")], chars)
-    store = open_store(tmp_path / "story")
+    store = embedded_store(tmp_path / "story")
     store.load_story(st)
     clips = {}
     for sid, env, cast in [("s0", "pier", ("mara",)), ("s1", "cabin", ("mara", "ivo")), ("s2", "pier", ("ivo",)),
@@ -299,8 +299,7 @@ def test_reconcile_adds_missing_and_drops_orphans(tmp_path):
 
 
 class ArrayReadingStore:
-    """The real store, read through the bulk ``appearance_arrays`` contract that reconcile prefers when a backend
-    offers it (batches of numpy arrays instead of Appearance objects)."""
+    """The real store, with the bulk ``appearance_arrays`` reads reconcile makes recorded (in batches of two)."""
 
     def __init__(self, store, batch: int = 2):
         self.store, self.batch, self.calls = store, batch, []
@@ -308,17 +307,9 @@ class ArrayReadingStore:
     def appearance_keys(self):
         return self.store.appearance_keys()
 
-    def appearance_arrays(self, ids=None, spaces=("clip", "dino")):
+    def appearance_arrays(self, ids=None, spaces=("clip", "dino"), batch=2000):
         self.calls.append((None if ids is None else sorted(ids), tuple(spaces)))
-        apps = self.store.appearances(ids=ids, with_vectors=True)
-        for s in range(0, len(apps), self.batch):
-            part = apps[s: s + self.batch]
-            out = {"id": [a.id for a in part], "character_id": [a.character_id for a in part],
-                   "branch": [a.branch for a in part], "pos": np.array([a.pos for a in part]),
-                   "clock": np.array([a.clock for a in part])}
-            for space in spaces:
-                out[space] = np.array([getattr(a, space) for a in part], dtype=np.float32)
-            yield out
+        yield from self.store.appearance_arrays(ids, spaces, batch=self.batch)
 
 
 def test_reconcile_through_bulk_arrays(tmp_path):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest_webviz import EXAMPLE, commit_take, example_store, graph_expectations, read_sse
+from support import EXAMPLE, commit_take, example_store, graph_expectations, read_sse
 from storygraph.domain import ConditionRecord
 from storygraph.webviz import create_app, viewer_of
 
@@ -20,10 +20,12 @@ def story(tmp_path):
 
 
 def make_app(store, engine=None, **options):
+    """A started viewer (its event hub follows the log) serving the store's folder's media."""
     options.setdefault("keepalive_s", 0.3)
     options.setdefault("poll_s", 0.02)
-    app = create_app(store, engine, warm=False, **options)
+    app = create_app(store, engine, story_dir=store.path, warm=False, **options)
     app.testing = True
+    viewer_of(app).start()
     return app
 
 
@@ -37,6 +39,18 @@ def app(story):
 def post(client, app, url, body, method="POST"):
     return client.open(url, method=method, json=body,
                        headers={"X-Storygraph-Token": app.config["STORYGRAPH_TOKEN"]})
+
+
+def test_the_factory_starts_no_thread_and_start_does(story):
+    before = set(threading.enumerate())
+    app = create_app(story[0], story_dir=story[0].path)
+    assert set(threading.enumerate()) == before  # building the app starts nothing
+    viewer_of(app).start()
+    try:
+        started = {t.name for t in set(threading.enumerate()) - before}
+        assert "storygraph-events" in started
+    finally:
+        viewer_of(app).close()
 
 
 # -- the graph -----------------------------------------------------------------------------------
@@ -318,7 +332,7 @@ def _engine_or_skip(story_dir):
         from storygraph.engine.engine import StoryEngine
     except Exception as e:  # pragma: no cover - depends on the engine being installed whole
         pytest.skip(f"StoryEngine unavailable: {e}")
-    eng = StoryEngine(story_dir)
+    eng = StoryEngine.open(story_dir)
     eng.load(EXAMPLE)
     return eng
 

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from conftest_webviz import commit_take, example_store, write_png
+from support import commit_take, example_store, write_png
 from storygraph.webviz import RemoteBindRefused, create_app, make_server, serve, start, viewer_of
 from storygraph.webviz.security import MediaPathRefused, is_loopback_host, safe_media_path
 
@@ -23,8 +23,9 @@ def story(tmp_path):
 
 @pytest.fixture
 def app(story):
-    a = create_app(story[0], warm=False, keepalive_s=0.3)
+    a = create_app(story[0], story_dir=story[0].path, warm=False, keepalive_s=0.3)
     a.testing = True
+    viewer_of(a).start()
     yield a
     viewer_of(a).close()
 

@@ -30,6 +30,9 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from ..errors import Unavailable
+from .arrays import rgb_frames
+
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 DEFAULT_DINO = "facebook/dinov2-base"
 
@@ -42,7 +45,7 @@ _ROLE_TEXT = {
 }
 
 
-class ModelNotFound(RuntimeError):
+class ModelNotFound(Unavailable, RuntimeError):
     """A configured model is neither a local folder nor obtainable from the hub (or its cache)."""
 
     def __init__(self, role: str, source: str, detail: str = ""):
@@ -209,42 +212,6 @@ class ImagePrep:
         return x.to(dtype or torch.float32).contiguous()
 
 
-def to_uint8_images(frames) -> list[np.ndarray]:
-    """Frames as a list of (H, W, 3) uint8 arrays.
-
-    Accepts a uint8 array (N, H, W, 3) or (H, W, 3), a float array in [0, 1], a torch tensor of either,
-    a PIL image, a path to an image file, or a list of any of these.
-    """
-    if isinstance(frames, np.ndarray) and frames.ndim == 4:
-        arr = frames
-        if arr.dtype != np.uint8:
-            arr = (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        return [a[..., :3] for a in arr]
-    if hasattr(frames, "detach") and hasattr(frames, "cpu"):  # torch tensor
-        return to_uint8_images(frames.detach().cpu().numpy())
-    if isinstance(frames, (np.ndarray, str, os.PathLike)) or hasattr(frames, "convert"):
-        frames = [frames]
-    return [_one_uint8(f) for f in frames]
-
-
-def _one_uint8(img) -> np.ndarray:
-    if isinstance(img, (str, os.PathLike)):
-        from PIL import Image
-
-        with Image.open(img) as im:
-            return np.asarray(im.convert("RGB")).copy()
-    if hasattr(img, "convert"):  # PIL image
-        return np.asarray(img.convert("RGB"))
-    a = img.detach().cpu().numpy() if hasattr(img, "detach") else np.asarray(img)
-    if a.dtype != np.uint8:
-        a = (np.clip(a.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=2)
-    if a.ndim != 3 or a.shape[2] < 3:
-        raise ValueError(f"expected an (H, W, 3) image, got shape {a.shape}")
-    return a[..., :3]
-
-
 # --------------------------------------------------------------------------------------------------
 # float8 linear layers (opt-in)
 
@@ -350,7 +317,7 @@ class _GraphCache:
 
 
 class Encoders:
-    """CLIP and DINOv2 on one device. Build with :meth:`load`."""
+    """CLIP and DINOv2 on one device. Build with :meth:`from_pretrained`."""
 
     def __init__(self, clip_model, dino_model, tokenizer, clip_prep: ImagePrep, dino_prep: ImagePrep,
                  device: str, dtype, batch_size: int = 64, sources: Optional[dict] = None):
@@ -373,7 +340,7 @@ class Encoders:
     # ---- construction
 
     @classmethod
-    def load(cls, clip: Union[str, os.PathLike] = DEFAULT_CLIP, dino: Union[str, os.PathLike] = DEFAULT_DINO,
+    def from_pretrained(cls, clip: Union[str, os.PathLike] = DEFAULT_CLIP, dino: Union[str, os.PathLike] = DEFAULT_DINO,
              device: Optional[str] = None, *, base_dir: Optional[Union[str, os.PathLike]] = None,
              dtype: Any = None, batch_size: int = 64, compile: bool = False, compile_mode: Optional[str] = None,
              fp8: Union[bool, str] = False, cuda_graphs: bool = False, attn_implementation: str = "sdpa") -> "Encoders":
@@ -466,13 +433,13 @@ class Encoders:
     # ---- preprocessing
 
     def prepare(self, frames, prep: ImagePrep):
-        """Frames (see :func:`to_uint8_images`) -> one preprocessed tensor on the device, input order kept.
+        """Frames (see :func:`.arrays.rgb_frames`) -> one preprocessed tensor on the device, input order kept.
 
         Frames of one size are stacked and processed together; frames of another size form their own group.
         """
         import torch
 
-        images = to_uint8_images(frames)
+        images = rgb_frames(frames)
         if not images:
             raise ValueError("no images to embed")
         groups: dict[tuple, list[int]] = {}

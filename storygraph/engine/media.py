@@ -16,6 +16,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from .arrays import to_uint8
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 VIDEO_NAME = "video.mp4"
@@ -65,18 +67,11 @@ def save_image(path: PathLike, frame) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(_uint8(frame)).save(path)
+    Image.fromarray(to_uint8(frame)).save(path)
     return path
 
 
-def _uint8(frame):
-    a = np.asarray(frame)
-    if a.dtype != np.uint8:
-        a = np.clip(np.rint(a * 255.0 if np.issubdtype(a.dtype, np.floating) else a), 0, 255).astype(np.uint8)
-    return a
-
-
-def sample_indices(num_frames: int, count: int) -> list:
+def spread_indices(num_frames: int, count: int) -> list:
     """``count`` frame indices spread evenly over the video, first and last included."""
     if num_frames <= 0 or count <= 0:
         return []
@@ -97,7 +92,7 @@ def write_video(path: PathLike, frames, fps: float, audio=None, sample_rate: Opt
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (F, H, W, 3), got {frames.shape}")
-    frames = _uint8(frames)
+    frames = to_uint8(frames)
     h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +183,7 @@ def write_take(take_dir: PathLike, result, fps: Optional[float] = None, last_n: 
     """
     d = Path(take_dir)
     d.mkdir(parents=True, exist_ok=True)
-    frames = _uint8(result.frames)
+    frames = to_uint8(result.frames)
     if frames.ndim != 4 or len(frames) == 0:
         raise ValueError(f"a take needs frames (F, H, W, 3), got {frames.shape}")
     fps = float(fps if fps is not None else (getattr(result, "settings", {}) or {}).get("fps", 24.0))
@@ -204,7 +199,7 @@ def write_take(take_dir: PathLike, result, fps: Optional[float] = None, last_n: 
         save_image(last_dir / f"{i:04d}.png", frames[i])
     frames_dir = d / FRAMES_DIR
     _clear_pngs(frames_dir)
-    picked = sample_indices(n, samples)
+    picked = spread_indices(n, samples)
     for i in picked:
         save_image(frames_dir / f"{i:04d}.png", frames[i])
     return TakeMedia(take_dir=d, video_path=video, last_frame_path=last, last_frames_dir=last_dir,
@@ -257,7 +252,7 @@ def thumbnail(src, dest: PathLike, max_side: int = 160, quality: int = 80) -> Pa
     elif isinstance(src, (str, os.PathLike)):
         frame = load_image(src)
     else:
-        frame = _uint8(src)
+        frame = to_uint8(src)
     im = Image.fromarray(frame)
     im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     dest = Path(dest)
@@ -293,7 +288,7 @@ def resize_frames(frames: Sequence, width: int, height: int) -> list:
 
     out = []
     for f in frames:
-        im = Image.fromarray(_uint8(f))
+        im = Image.fromarray(to_uint8(f))
         scale = max(height / im.height, width / im.width)
         nw, nh = max(width, round(im.width * scale)), max(height, round(im.height * scale))
         im = im.resize((nw, nh), Image.Resampling.BILINEAR)

@@ -1,8 +1,12 @@
-"""Which models a story is configured with, whether their files are here, and where they would run.
+"""A story's models: which are configured, whether their files are here, and the registry that loads them.
 
 ``models_check(config)`` backs ``storygraph models check``. It reads files only: no model is loaded
 and nothing is downloaded. A local folder is checked for the files ``from_pretrained`` needs; a hub id
 is looked up in the Hugging Face cache (what ``HF_HUB_OFFLINE=1`` would let the loaders use).
+
+:class:`ModelRegistry` is the engine's access to them: the LTX-2 generator, the CLIP and DINOv2 encoders and the
+observer built on them, each loaded with ``from_pretrained`` on first use (a story that is only edited or
+queried never loads a model), relative folders resolved against the story folder.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from .encoders import download_hint, looks_like_hub_id, resolve_source
 
@@ -135,3 +139,64 @@ def models_check(config: Any = None, story_dir: Optional[Union[str, os.PathLike]
     if models.get("upsampler"):
         rows.append(check_model("upsampler", str(models["upsampler"]), device, story_dir))
     return rows
+
+
+class ModelRegistry:
+    """The generator, encoders and observer of one story, loaded lazily from its ``[models]`` settings.
+
+    ``generator`` / ``encoders``: already built ones to use instead (tests, benchmarks, several engines sharing
+    one model). ``reference_root``: called when the observer is built, for the folder relative reference image
+    paths resolve against (the story file's folder).
+    """
+
+    def __init__(self, config, story_dir: Union[str, os.PathLike], reference_root: Callable[[], str], *,
+                 generator=None, encoders=None):
+        self.config = config
+        self.story_dir = Path(story_dir)
+        self.reference_root = reference_root
+        self._generator = generator
+        self._encoders = encoders
+        self._observer = None
+
+    @property
+    def device(self) -> str:
+        return _device(self.config.models.device)
+
+    def resolve(self, source: str) -> str:
+        """A model source as configured: a folder relative to the story folder if one is there, else as given."""
+        if not source:
+            return source
+        p = Path(source).expanduser()
+        if not p.is_absolute() and (self.story_dir / p).exists():
+            return str(self.story_dir / p)
+        return str(p) if p.exists() else source
+
+    @property
+    def encoders(self):
+        if self._encoders is None:
+            from .encoders import Encoders
+
+            m = self.config.models
+            self._encoders = Encoders.from_pretrained(clip=self.resolve(m.clip), dino=self.resolve(m.dino),
+                                                      device=self.device)
+        return self._encoders
+
+    @property
+    def generator(self):
+        if self._generator is None:
+            from .generators.ltx2 import LTX2Generator
+
+            m = self.config.models
+            self._generator = LTX2Generator.from_pretrained(
+                self.resolve(m.ltx2), device=self.device, offload=m.offload or None, vae_tiling=m.vae_tiling,
+                upsampler=self.resolve(m.upsampler) or None)
+        return self._generator
+
+    @property
+    def observer(self):
+        if self._observer is None:
+            from .observer import Observer
+
+            self._observer = Observer(self.encoders, samples=self.config.engine.observe_frames,
+                                      params=self.config.memory, reference_root=self.reference_root())
+        return self._observer

@@ -1,6 +1,6 @@
 """The observer: a generated clip in, scores and per-character Appearance records out.
 
-Sampling. ``sample_indices(n, k)`` takes the first frame, the last frame and ``k`` frames spread
+Sampling. ``observed_frame_indices(n, k)`` takes the first frame, the last frame and ``k`` frames spread
 uniformly between them (``np.linspace(0, n - 1, k + 2)`` rounded); the default ``k`` is
 :data:`DEFAULT_SAMPLES` = 8 (the ``[engine] observe_frames`` key), so a 121-frame clip is observed on
 frames 0, 13, 27, 40, ..., 107, 120. The sampled frames are embedded once with CLIP and once with DINOv2 (the
@@ -47,7 +47,10 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from ..domain import Appearance, Character, MemoryParams, Scores
+from .arrays import l2_normalize, rgb_frames
 from .memory import initial_strength  # strength_init · identity, clipped: the memory maths owns it
+
+F64 = np.float64  # scores are computed in double precision
 
 #: Uniform samples besides the first and last frame (``[engine] observe_frames``).
 DEFAULT_SAMPLES = 8
@@ -57,7 +60,7 @@ DEFAULT_SAMPLES = 8
 # Pure formulas
 
 
-def sample_indices(n_frames: int, k: int = DEFAULT_SAMPLES) -> list[int]:
+def observed_frame_indices(n_frames: int, k: int = DEFAULT_SAMPLES) -> list[int]:
     """First, last and ``k`` uniform frame indices of an ``n_frames`` clip, sorted and unique."""
     if n_frames <= 0:
         raise ValueError("a clip needs at least one frame")
@@ -67,15 +70,9 @@ def sample_indices(n_frames: int, k: int = DEFAULT_SAMPLES) -> list[int]:
     return sorted(set(int(i) for i in idx))
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(n, 1e-12)
-
-
 def vbench_consistency(features: np.ndarray) -> Optional[float]:
     """VBench's subject/background consistency of per-frame features (N, D); None for N < 2."""
-    f = l2_normalize(features)
+    f = l2_normalize(features, F64)
     if f.ndim != 2 or f.shape[0] < 2:
         return None
     prev = np.maximum(0.0, np.sum(f[:-1] * f[1:], axis=1))
@@ -93,12 +90,12 @@ def background_consistency(clip: np.ndarray) -> Optional[float]:
 
 def text_alignment(text: np.ndarray, clip_frames: np.ndarray) -> float:
     """Mean cosine of one CLIP text embedding (D,) against CLIP image embeddings (N, D)."""
-    return float(np.mean(l2_normalize(clip_frames) @ l2_normalize(np.ravel(text))))
+    return float(np.mean(l2_normalize(clip_frames, F64) @ l2_normalize(np.ravel(text), F64)))
 
 
 def transition_smoothness(parent_last: np.ndarray, first: np.ndarray) -> float:
     """DINOv2 cosine of the parent's last frame to this clip's first frame."""
-    return float(l2_normalize(np.ravel(parent_last)) @ l2_normalize(np.ravel(first)))
+    return float(l2_normalize(np.ravel(parent_last), F64) @ l2_normalize(np.ravel(first), F64))
 
 
 def first_accepted(prior: Sequence[Appearance]) -> Optional[Appearance]:
@@ -114,13 +111,13 @@ def frame_identity(dino_frames: np.ndarray, anchor: Optional[np.ndarray] = None,
     ``anchor``: (D,) embedding of the reference (or first accepted appearance); ``prior``: (M, D)
     embeddings of prior appearances.
     """
-    f = l2_normalize(dino_frames)
+    f = l2_normalize(dino_frames, F64)
     terms, basis = [], []
     if anchor is not None:
-        terms.append(f @ l2_normalize(np.ravel(anchor)))
+        terms.append(f @ l2_normalize(np.ravel(anchor), F64))
         basis.append("anchor")
     if prior is not None and len(prior):
-        terms.append((f @ l2_normalize(np.atleast_2d(prior)).T).mean(axis=1))
+        terms.append((f @ l2_normalize(np.atleast_2d(prior), F64).T).mean(axis=1))
         basis.append("prior")
     if terms:
         return np.mean(terms, axis=0), "+".join(basis)
@@ -205,14 +202,12 @@ class Observer:
         """
         t0 = time.perf_counter()
         n = len(frames)
-        idx = sample_indices(n, self.samples)
+        idx = observed_frame_indices(n, self.samples)
         if isinstance(frames, np.ndarray) or hasattr(frames, "detach"):
             sampled = frames[idx]
         else:
             sampled = [frames[i] for i in idx]
-        from .encoders import to_uint8_images
-
-        sampled = to_uint8_images(sampled)
+        sampled = rgb_frames(sampled)
         mems = [c if isinstance(c, CharacterMemory) else CharacterMemory(c) for c in characters]
 
         # Extra DINOv2 inputs batched with the frames: parent's last frame, uncached references.
@@ -243,7 +238,7 @@ class Observer:
                 extra.append(("ref", cid, ref))
         t1 = time.perf_counter()
 
-        extra_imgs = [to_uint8_images(x[2])[0] for x in extra]
+        extra_imgs = [rgb_frames(x[2])[0] for x in extra]
         clip = self.encoders.embed_clip_images(sampled)
         dino_all = self.encoders.embed_dino_images(sampled + extra_imgs)
         dino = dino_all[: len(sampled)]

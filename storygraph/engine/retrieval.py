@@ -22,11 +22,7 @@ import numpy as np
 
 from ..domain import Candidate, MemoryParams, Placement
 from . import memory
-
-
-def _unit(v) -> np.ndarray:
-    v = np.asarray(v, dtype=np.float32).reshape(-1)
-    return v / max(float(np.linalg.norm(v)), 1e-12)
+from .arrays import l2_normalize
 
 
 class Retriever:
@@ -73,10 +69,10 @@ class Retriever:
             first = self.identity_reference(placement, character_id)
             if first is None:
                 return []
-            ref = _unit(first[1])
+            ref = l2_normalize(np.ravel(first[1]))
         else:
-            ref = _unit(identity_ref)
-        tq = None if text_query is None else _unit(text_query)
+            ref = l2_normalize(np.ravel(identity_ref))
+        tq = None if text_query is None else l2_normalize(np.ravel(text_query))
 
         # 1. candidates from both spaces and the timeline's latest
         pool = p.candidates
@@ -88,14 +84,14 @@ class Retriever:
         if not ids:
             return []
 
-        # 2. exact similarities and the drift guard
+        # 2. exact similarities and the drift guard, in double precision: equal memories score exactly equal
         has_dino, dino = self.dino.vectors(ids)
-        identity = dino @ ref
+        identity = dino.astype(np.float64) @ ref.astype(np.float64)
         keep = has_dino & (identity >= p.drift_threshold)
         text = None
         if tq is not None:
             has_clip, clip = self.clip.vectors(ids)
-            text = clip @ tq
+            text = clip.astype(np.float64) @ tq.astype(np.float64)
             keep &= has_clip
         else:
             clip = None

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 import numpy as np
 
+from .arrays import l2_normalize
+
 if TYPE_CHECKING:
     from ..domain import Appearance, Placement
 
@@ -53,12 +55,6 @@ PQ_MIN_ROWS = 1024  # 4-bit PQ trains 16 centroids per sub-space on >= 39 points
 
 
 # -- small helpers ---------------------------------------------------------------------------------
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
 def _pq_subquantisers(dim: int) -> int:
     """Sub-quantisers of the 4-bit PQ: 8 dimensions each from 512-d up (96 for CLIP/DINOv2 768-d), finer below."""
     width = 8 if dim >= 512 else 4 if dim > 128 else 2
@@ -497,7 +493,7 @@ class VectorIndex:
             if vectors.shape[1] != self.dim:
                 raise ValueError(f"{self.space} index holds {self.dim}-d vectors, got {vectors.shape[1]}-d")
             if not normalised:
-                vectors = _normalise(vectors)
+                vectors = l2_normalize(vectors)
             replaced = [i for i in ids if i in self._where]
             if replaced:
                 self.remove(replaced)
@@ -654,7 +650,7 @@ class VectorIndex:
             part = self._parts.get(character_id)
             if part is None or k <= 0 or part.live == 0:
                 return [], np.empty(0, np.float32)
-            q = _normalise(np.asarray(query, dtype=np.float32).reshape(-1))
+            q = l2_normalize(np.asarray(query, dtype=np.float32).reshape(-1))
             if q.shape[0] != self.dim:
                 raise ValueError(f"{self.space} query is {q.shape[0]}-d, the index holds {self.dim}-d vectors")
             limits, key = self._limits(placement)
@@ -720,39 +716,11 @@ class VectorIndex:
         With ``check_placement`` the placement (branch, pos, clock) of every row is also compared with the
         graph's and corrected (after a story edit moved scenes). Returns counts.
         """
-        with self._lock:
-            keys = dict(store.appearance_keys())
-            orphans = [aid for aid, (part, _) in self._where.items()
-                       if keys.get(aid) != part.character_id]
-            removed = self.remove(orphans)
-            missing = [aid for aid in keys if aid not in self._where]
-            added = 0
-            if missing:
-                added = self._fetch_and_add(store, missing, everything=len(missing) == len(keys), batch=batch)
-            moved = self._fix_placements(store) if check_placement else 0
-            if added or removed or moved:
-                log.info("vector index %s reconciled: +%d -%d moved %d", self.space, added, removed, moved)
-            return {"added": added, "removed": removed, "moved": moved, "rows": len(self)}
-
-    def _fetch_and_add(self, store, missing: list[str], everything: bool, batch: int) -> int:
-        added = 0
-        arrays = getattr(store, "appearance_arrays", None)
-        if arrays is not None:
-            # bulk path: numpy batches straight from the graph (see StoryStore.appearance_arrays)
-            want = None if everything else set(missing)
-            for b in arrays(ids=None if everything else missing, spaces=(self.space,)):
-                ids = list(b["id"])
-                vecs = np.asarray(b[self.space], dtype=np.float32)
-                sel = np.arange(len(ids)) if want is None else np.flatnonzero([i in want for i in ids])
-                if len(sel) == 0:
-                    continue
-                added += self.add_arrays([ids[i] for i in sel], [b["character_id"][i] for i in sel], vecs[sel],
-                                         [b["branch"][i] for i in sel], np.asarray(b["pos"])[sel],
-                                         np.asarray(b["clock"])[sel])
-            return added
-        for s in range(0, len(missing), batch):
-            added += self.add(store.appearances(ids=missing[s: s + batch], with_vectors=True))
-        return added
+        counts = reconcile_all(store, [self], check_placement=check_placement, batch=batch)[self.space]
+        if counts["added"] or counts["removed"] or counts["moved"]:
+            log.info("vector index %s reconciled: +%d -%d moved %d", self.space, counts["added"], counts["removed"],
+                     counts["moved"])
+        return counts
 
     def _fix_placements(self, store) -> int:
         moved = 0
@@ -874,7 +842,8 @@ class VectorIndex:
 
 
 def reconcile_all(store, indexes, check_placement: bool = False, batch: int = 2000) -> dict:
-    """Reconcile several indexes (one per space) with the graph, reading each missing appearance once.
+    """Reconcile several indexes (one per space) with the graph, reading each missing appearance once, in
+    batches of columns (``StoryStore.appearance_arrays``).
 
     ``indexes``: a mapping space -> VectorIndex or a sequence of them. Returns counts per space.
     """
@@ -888,24 +857,17 @@ def reconcile_all(store, indexes, check_placement: bool = False, batch: int = 20
             out[idx.space] = {"removed": idx.remove(orphans), "added": 0, "moved": 0}
             missing.update((aid, None) for aid in keys if aid not in idx._where)
     ids = list(missing)
-    arrays = getattr(store, "appearance_arrays", None)
-    if ids and arrays is not None:
+    if ids:
         everything = len(ids) == len(keys)
-        want = None if everything else set(ids)
-        for b in arrays(ids=None if everything else ids, spaces=tuple(i.space for i in idxs)):
-            sel = np.arange(len(b["id"])) if want is None else np.flatnonzero([i in want for i in b["id"]])
+        for b in store.appearance_arrays(ids=None if everything else ids, spaces=tuple(i.space for i in idxs),
+                                         batch=batch):
             for idx in idxs:
-                rows = [j for j in sel if b["id"][j] not in idx._where]
+                rows = [j for j, aid in enumerate(b["id"]) if aid in missing and aid not in idx._where]
                 if rows:
                     out[idx.space]["added"] += idx.add_arrays(
                         [b["id"][j] for j in rows], [b["character_id"][j] for j in rows],
                         np.asarray(b[idx.space], dtype=np.float32)[rows], [b["branch"][j] for j in rows],
                         np.asarray(b["pos"])[rows], np.asarray(b["clock"])[rows])
-    elif ids:
-        for s in range(0, len(ids), batch):
-            apps = store.appearances(ids=ids[s: s + batch], with_vectors=True)
-            for idx in idxs:
-                out[idx.space]["added"] += idx.add([a for a in apps if a.id not in idx._where])
     for idx in idxs:
         if check_placement:
             with idx._lock:

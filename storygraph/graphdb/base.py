@@ -16,15 +16,16 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from ..domain import (
-    Appearance, Character, ConditionRecord, Environment, Event, GenerationDefaults, MemoryParams, Placement, Reference, SceneSpec,
-    Scores, Story, TRANSITION_KINDS, SCENE_STATUSES,
+    SCENE_STATUSES, TRANSITION_KINDS, Appearance, Character, ConditionRecord, Environment, Event, GenerationDefaults,
+    MemoryParams, Placement, Reference, SceneSpec, Scores, Story, generation_settings,
 )
 from ..faults import crash_point
 from ..timeline import place_scenes, transition_decay
 from . import queries
 from .readonly import check_read_only
 from .store import (
-    LoadSummary, QueryResult, SceneCommit, SceneContext, SceneRecord, StoreError, TakeRecord, TransitionRecord,
+    LoadSummary, QueryResult, RecordNotFound, SceneCommit, SceneContext, SceneRecord, StoreConflict, StoreInputError,
+    TakeRecord, TransitionRecord,
 )
 
 Run = Callable[[str, Optional[dict]], list]
@@ -43,17 +44,21 @@ def take_key(scene_id: str, take: int) -> str:
 
 
 def _scene_row(spec: SceneSpec, p: Placement) -> dict:
-    return {
+    row = {
         "id": spec.id, "title": spec.title, "action": spec.action, "characters": list(spec.characters),
         "environment": spec.environment, "lighting": spec.lighting, "weather": spec.weather, "camera": spec.camera,
-        "width": spec.width, "height": spec.height, "frames": spec.frames,
-        "fps": None if spec.fps is None else float(spec.fps), "seed": spec.seed, "steps": spec.steps,
-        "guidance": None if spec.guidance is None else float(spec.guidance),
-        "negative_prompt": spec.negative_prompt,
         "refs": json.dumps([asdict(r) for r in spec.references]),
         "clock": float(p.clock), "branch": p.branch, "pos": int(p.pos), "parent_id": p.parent_id,
         "lineage_branches": [b for b, _ in p.lineage], "lineage_upto": [int(u) for _, u in p.lineage],
     }
+    for name, kind, _ in generation_settings():  # typed as the schema declares them (INT64, DOUBLE, STRING)
+        value = getattr(spec, name)
+        row[name] = None if value is None else kind(value)
+    return row
+
+
+def _scores(d: dict, **extra) -> Scores:
+    return Scores(**{name: d.get(name) for name in Scores.names()}, **extra)
 
 
 def scene_from_props(d: dict) -> SceneRecord:
@@ -61,18 +66,13 @@ def scene_from_props(d: dict) -> SceneRecord:
     spec = SceneSpec(
         id=d["id"], action=d.get("action") or "", characters=tuple(d.get("characters") or ()),
         environment=d.get("environment"), title=d.get("title") or "", lighting=d.get("lighting") or "",
-        weather=d.get("weather") or "", camera=d.get("camera") or "", width=d.get("width"), height=d.get("height"),
-        frames=d.get("frames"), fps=d.get("fps"), seed=d.get("seed"), steps=d.get("steps"),
-        guidance=d.get("guidance"), negative_prompt=d.get("negative_prompt"), references=refs,
+        weather=d.get("weather") or "", camera=d.get("camera") or "", references=refs,
+        **{name: d.get(name) for name, _, _ in generation_settings()},
     )
     lineage = tuple(zip(d.get("lineage_branches") or (), (int(u) for u in (d.get("lineage_upto") or ()))))
     placement = Placement(d["id"], float(d.get("clock") or 0.0), d.get("branch") or d["id"], int(d.get("pos") or 0),
                           d.get("parent_id"), lineage)
-    scores = Scores(
-        text_alignment=d.get("text_alignment"), subject_consistency=d.get("subject_consistency"),
-        background_consistency=d.get("background_consistency"), identity=d.get("identity"),
-        transition_smoothness=d.get("transition_smoothness"),
-    )
+    scores = _scores(d)
     return SceneRecord(
         spec=spec, placement=placement, status=d.get("status") or "planned", prompt=d.get("prompt"),
         seed=d.get("seed"), video_path=d.get("video_path"), last_frame_path=d.get("last_frame_path"),
@@ -82,12 +82,7 @@ def scene_from_props(d: dict) -> SceneRecord:
 
 
 def take_from_props(d: dict) -> TakeRecord:
-    scores = Scores(
-        text_alignment=d.get("text_alignment"), subject_consistency=d.get("subject_consistency"),
-        background_consistency=d.get("background_consistency"), identity=d.get("identity"),
-        transition_smoothness=d.get("transition_smoothness"),
-        identity_by_character=json.loads(d.get("identity_by_character") or "{}"),
-    )
+    scores = _scores(d, identity_by_character=json.loads(d.get("identity_by_character") or "{}"))
     return TakeRecord(
         scene_id=d["scene_id"], take=int(d["take"]), seed=int(d.get("seed") or 0), prompt=d.get("prompt") or "",
         video_path=d.get("video_path") or "", last_frame_path=d.get("last_frame_path") or "",
@@ -154,7 +149,7 @@ class CypherStore:
 
     def _params(self, params: Optional[dict] = None) -> dict:
         if self.story_id is None:
-            raise StoreError("this graph holds no story yet: load a story file first (storygraph load STORY.yaml)")
+            raise RecordNotFound("this graph holds no story yet: load a story file first (storygraph load STORY.yaml)")
         out = {"story": self.story_id}
         if params:
             out.update(params)
@@ -167,7 +162,7 @@ class CypherStore:
             self.story_id = stories[0]["id"]
         elif len(stories) > 1:
             names = ", ".join(s["id"] for s in stories)
-            raise StoreError(f"this graph holds several stories ({names}): name one with --story")
+            raise StoreInputError(f"this graph holds several stories ({names}): name one with --story")
 
     def _read(self, name: str, params: Optional[dict] = None) -> list[dict]:
         with self._transaction(write=False) as run:
@@ -186,7 +181,7 @@ class CypherStore:
         if self.story_id is None:
             self.story_id = story.id
         elif self.story_id != story.id:
-            raise StoreError(f"this store is bound to story {self.story_id!r}, not {story.id!r}")
+            raise StoreConflict(f"this store is bound to story {self.story_id!r}, not {story.id!r}")
         placements = place_scenes([s.id for s in story.scenes], list(story.transitions))
         before = self._counts()
         with self._transaction(write=True) as run:
@@ -258,7 +253,7 @@ class CypherStore:
 
     def upsert_transition(self, transition: TransitionRecord) -> None:
         if transition.kind not in TRANSITION_KINDS:
-            raise StoreError(f"unknown transition kind {transition.kind!r}")
+            raise StoreInputError(f"unknown transition kind {transition.kind!r}")
         with self._transaction(write=True) as run:
             run(self.q("transitions_upsert"), self._params({"rows": [{
                 "from_id": transition.from_id, "to_id": transition.to_id, "kind": transition.kind,
@@ -294,7 +289,7 @@ class CypherStore:
         with self._transaction(write=False) as run:
             rows = run(self.q("scene_get"), self._params({"id": scene_id}))
             if not rows:
-                raise StoreError(f"no scene {scene_id!r} in story {self.story_id!r}")
+                raise RecordNotFound(f"no scene {scene_id!r} in story {self.story_id!r}")
             scene = scene_from_props(rows[0]["scene"])
             parent = transition = environment = None
             if scene.placement.parent_id is not None:
@@ -316,12 +311,12 @@ class CypherStore:
 
     def set_scene_status(self, scene_id: str, status: str, note: Optional[str] = None) -> int:
         if status not in SCENE_STATUSES:
-            raise StoreError(f"unknown scene status {status!r}")
+            raise StoreInputError(f"unknown scene status {status!r}")
         with self._transaction(write=True) as run:
             rows = run(self.q("scene_set_status"), self._params({
                 "id": scene_id, "status": status, "note": f"{note}\n" if note else "", "now": now_iso()}))
             if not rows:
-                raise StoreError(f"no scene {scene_id!r}")
+                raise RecordNotFound(f"no scene {scene_id!r}")
             return self._event(run, f"scene.{status}", scene_id, {"note": note} if note else None)
 
     # -- memory ----------------------------------------------------------------------------------
@@ -336,13 +331,11 @@ class CypherStore:
             made = run(self.q("take_create"), p({
                 "id": key, "scene": t.scene_id, "take": int(t.take), "seed": int(t.seed), "prompt": t.prompt,
                 "video_path": t.video_path, "last_frame_path": t.last_frame_path, "frames_dir": t.frames_dir,
-                "text_alignment": _finite(s.text_alignment), "subject_consistency": _finite(s.subject_consistency),
-                "background_consistency": _finite(s.background_consistency), "identity": _finite(s.identity),
-                "transition_smoothness": _finite(s.transition_smoothness),
+                **{name: _finite(getattr(s, name)) for name in Scores.names()},
                 "identity_by_character": json.dumps(s.identity_by_character), "request_key": t.request_key,
                 "now": now_iso()}))
             if not made:
-                raise StoreError(f"no scene {t.scene_id!r} to commit a take to")
+                raise RecordNotFound(f"no scene {t.scene_id!r} to commit a take to")
             crash_point("during_commit")
             if commit.appearances:
                 run(self.q("appearances_create"), p({"rows": [{
@@ -355,7 +348,7 @@ class CypherStore:
             run(self.q("conditioned_on_clear"), p({"scene": t.scene_id, "take": int(t.take)}))
             unknown = {c.target_kind for c in commit.conditioned_on} - set(_CONDITION_TARGETS)
             if unknown:
-                raise StoreError(f"cannot record conditioning on {sorted(unknown)}")
+                raise StoreInputError(f"cannot record conditioning on {sorted(unknown)}")
             for kind, name in _CONDITION_TARGETS.items():
                 rows = [{"target_id": c.target_id, "role": c.role, "frame_index": int(c.frame_index),
                          "strength": float(c.strength), "score": _finite(c.score), "reason": c.reason}
@@ -375,7 +368,7 @@ class CypherStore:
     def _choose(self, run: Run, scene_id: str, take: int) -> None:
         p = self._params({"scene": scene_id, "take": int(take), "now": now_iso()})
         if not run(self.q("scene_choose_take"), p):
-            raise StoreError(f"scene {scene_id!r} has no take {take}")
+            raise RecordNotFound(f"scene {scene_id!r} has no take {take}")
         run(self.q("appearances_accept"), p)
         run(self.q("appears_in_observe"), p)
 
@@ -413,6 +406,29 @@ class CypherStore:
     def appearance_keys(self) -> Iterator[tuple[str, str]]:
         for r in self._read("appearance_keys"):
             yield r["id"], r["character_id"]
+
+    def appearance_arrays(self, ids: Optional[Iterable[str]] = None, spaces: Iterable[str] = ("clip", "dino"),
+                          batch: int = 2000) -> Iterator[dict]:
+        import numpy as np
+
+        def columns(apps: list[Appearance]) -> dict:
+            out = {"id": [a.id for a in apps], "character_id": [a.character_id for a in apps],
+                   "branch": [a.branch for a in apps], "pos": np.array([a.pos for a in apps], dtype=np.int64),
+                   "clock": np.array([a.clock for a in apps], dtype=np.float64)}
+            for space in spaces:
+                out[space] = np.asarray([getattr(a, space) for a in apps], dtype=np.float32)
+            return out
+
+        if ids is None:  # everything: one read
+            apps = self.appearances(with_vectors=True)
+            for s in range(0, len(apps), batch):
+                yield columns(apps[s: s + batch])
+            return
+        ids = list(ids)
+        for s in range(0, len(ids), batch):
+            apps = self.appearances(ids=ids[s: s + batch], with_vectors=True)
+            if apps:
+                yield columns(apps)
 
     def conditioned_on(self, scene_id: str, take: Optional[int] = None) -> list[ConditionRecord]:
         return [ConditionRecord(r["role"], r["target_kind"], r["target_id"], int(r["frame_index"]),

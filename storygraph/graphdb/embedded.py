@@ -22,7 +22,9 @@ from typing import Optional
 from ..domain import MemoryParams
 from . import queries
 from .base import CypherStore
-from .store import QueryResult, StoreError, StoryLocked
+from .store import (
+    DuplicateRecord, GraphUnavailable, QueryResult, RecordNotFound, StoreError, StoreInputError, StoryLocked,
+)
 
 #: The write-ahead log is checkpointed after a write transaction once it is this large (and no console
 #: query is reading the file).
@@ -32,6 +34,16 @@ CHECKPOINT_WAL_BYTES = 16 << 20
 def _rows(result) -> list[dict]:
     cols = result.get_column_names()
     return [dict(zip(cols, r)) for r in result.get_all()]
+
+
+def _wrapped(e: RuntimeError) -> StoreError:
+    """LadybugDB reports every failure as a RuntimeError; sort the ones a caller can act on."""
+    text = str(e)
+    if "duplicated primary key" in text:
+        return DuplicateRecord(text)
+    if "lock" in text.lower():
+        return GraphUnavailable(text)
+    return StoreError(text)
 
 
 class EmbeddedStore(CypherStore):
@@ -46,7 +58,7 @@ class EmbeddedStore(CypherStore):
         self.path = Path(path)  # the story folder; the database lives in its graph/ subfolder
         db_path = self.path / "graph"
         if not create and not db_path.exists():
-            raise StoreError(f"no story graph at {db_path}")
+            raise RecordNotFound(f"no story graph at {db_path}")
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self.db_path = db_path
         try:
@@ -55,7 +67,7 @@ class EmbeddedStore(CypherStore):
             if "lock" in str(e).lower():
                 m = re.search(r"held by PID (\d+)", str(e))
                 raise StoryLocked(db_path, int(m.group(1)) if m else None) from e
-            raise
+            raise _wrapped(e) from e
         self._conn = ladybug.Connection(self._db)
         self._lock = threading.RLock()
         self._read_only = read_only
@@ -64,19 +76,25 @@ class EmbeddedStore(CypherStore):
         if not read_only:
             self.setup_schema()
 
+    def _execute(self, cypher: str, params: Optional[dict] = None):
+        try:
+            return self._conn.execute(cypher, params or {})
+        except RuntimeError as e:
+            raise _wrapped(e) from e
+
     def setup_schema(self) -> None:
         with self._lock:
             for stmt in queries.load("schema", self.dialect).split(";"):
                 if stmt.strip():
-                    self._conn.execute(stmt)
+                    self._execute(stmt)
 
     @contextmanager
     def _backend_transaction(self, write: bool):
         with self._lock:
-            self._conn.execute("BEGIN TRANSACTION" if write and not self._read_only else "BEGIN TRANSACTION READ ONLY")
+            self._execute("BEGIN TRANSACTION" if write and not self._read_only else "BEGIN TRANSACTION READ ONLY")
 
             def run(cypher: str, params: Optional[dict] = None) -> list[dict]:
-                return _rows(self._conn.execute(cypher, params or {}))
+                return _rows(self._execute(cypher, params))
 
             try:
                 yield run
@@ -86,7 +104,7 @@ class EmbeddedStore(CypherStore):
                 except RuntimeError:
                     pass  # a failed statement may already have ended the transaction
                 raise
-            self._conn.execute("COMMIT")
+            self._execute("COMMIT")
             if write and not self._read_only:
                 self._maybe_checkpoint()
 
@@ -100,7 +118,7 @@ class EmbeddedStore(CypherStore):
         with self._readers_lock:
             busy = self._readers > 0
         if not busy and self._wal_bytes() > min_bytes:
-            self._conn.execute("CHECKPOINT")
+            self._execute("CHECKPOINT")
 
     @contextmanager
     def console_fence(self):
@@ -122,7 +140,7 @@ class EmbeddedStore(CypherStore):
                 self._lock.release()
         try:
             if self._wal_bytes() > 0:
-                self._conn.execute("CHECKPOINT")
+                self._execute("CHECKPOINT")
             with self._readers_lock:
                 self._readers += 1
             try:
@@ -148,7 +166,7 @@ class EmbeddedStore(CypherStore):
         import pyarrow as pa
 
         if table not in _COPYABLE:
-            raise StoreError(f"cannot bulk-load table {table!r}")
+            raise StoreInputError(f"cannot bulk-load table {table!r}")
         names, types = _table_columns(table)
         n = len(next(iter(columns.values())))
         arrays = []
@@ -160,10 +178,9 @@ class EmbeddedStore(CypherStore):
                 arrays.append(pa.nulls(n, type=typ))
         unknown = set(columns) - set(names)
         if unknown:
-            raise StoreError(f"table {table} has no column(s) {sorted(unknown)}")
+            raise StoreInputError(f"table {table} has no column(s) {sorted(unknown)}")
         with self._lock:
-            self._conn.execute(queries.load(f"copy_{table.lower()}", self.dialect),
-                               {"data": pa.table(arrays, names=names)})
+            self._execute(queries.load(f"copy_{table.lower()}", self.dialect), {"data": pa.table(arrays, names=names)})
 
     def close(self) -> None:
         with self._lock:
@@ -200,4 +217,4 @@ def _table_columns(table: str):
             names.append(name)
             arrow.append(types[typ])
         return names, arrow
-    raise StoreError(f"no table {table!r} in the schema")
+    raise StoreInputError(f"no table {table!r} in the schema")

@@ -17,7 +17,7 @@ from typing import Optional
 from ..domain import MemoryParams
 from . import queries
 from .base import CypherStore
-from .store import QueryError, QueryResult, ReadOnlyViolation, StoreError
+from .store import DuplicateRecord, GraphUnavailable, QueryError, QueryResult, ReadOnlyViolation, StoreError
 
 NEO4J_SCHEMES = ("neo4j://", "neo4j+s://", "neo4j+ssc://", "bolt://", "bolt+s://", "bolt+ssc://")
 
@@ -62,6 +62,17 @@ def _refused_operators(plan) -> set:
     return out
 
 
+def _wrapped(neo4j, e: Exception) -> StoreError:
+    """The driver's errors as storygraph's: a broken constraint is a duplicate, a lost server is unavailable."""
+    if isinstance(e, neo4j.exceptions.ConstraintError):
+        return DuplicateRecord(e.message or str(e))
+    if isinstance(e, (neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.SessionExpired)):
+        return GraphUnavailable(f"Neo4j is unreachable: {e}")
+    if isinstance(e, neo4j.exceptions.Neo4jError):
+        return StoreError(e.message or str(e))
+    return StoreError(f"{type(e).__name__}: {e}")
+
+
 class Neo4jStore(CypherStore):
     backend = "neo4j"
     dialect = "neo4j"
@@ -82,7 +93,7 @@ class Neo4jStore(CypherStore):
             self._driver.verify_connectivity()
         except Exception as e:
             self._driver.close()
-            raise StoreError(f"cannot reach Neo4j at {uri}: {e}") from e
+            raise GraphUnavailable(f"cannot reach Neo4j at {uri}: {e}") from e
         if setup:
             self.setup_schema()
 
@@ -90,19 +101,27 @@ class Neo4jStore(CypherStore):
         mode = self._neo4j.WRITE_ACCESS if write else self._neo4j.READ_ACCESS
         return self._driver.session(database=self.database, default_access_mode=mode)
 
+    @contextmanager
+    def _driver_errors(self):
+        try:
+            yield
+        except (self._neo4j.exceptions.Neo4jError, self._neo4j.exceptions.DriverError) as e:
+            raise _wrapped(self._neo4j, e) from e
+
     def setup_schema(self) -> None:
-        with self._session(write=True) as session:
+        with self._driver_errors(), self._session(write=True) as session:
             for stmt in queries.load("schema", self.dialect).split(";"):
                 if stmt.strip():
                     session.run(stmt).consume()
 
     @contextmanager
     def _backend_transaction(self, write: bool):
-        with self._session(write) as session:
+        with self._driver_errors(), self._session(write) as session:
             tx = session.begin_transaction()
 
             def run(cypher: str, params: Optional[dict] = None) -> list[dict]:
-                return [{k: _plain(v) for k, v in rec.items()} for rec in tx.run(cypher, params or {})]
+                with self._driver_errors():
+                    return [{k: _plain(v) for k, v in rec.items()} for rec in tx.run(cypher, params or {})]
 
             try:
                 yield run

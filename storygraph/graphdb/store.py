@@ -10,23 +10,46 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Optional, Protocol, runtime_checkable
 
 from ..domain import (
-    Appearance, Character, ConditionRecord, Environment, Event, Placement, SceneSpec, Scores, Story,
+    Appearance, Character, ConditionRecord, Environment, Event, GenerationDefaults, MemoryParams, Placement, SceneSpec,
+    Scores, Story,
 )
+from ..errors import Conflict, InvalidInput, NotFound, Refused, StorygraphError, Unavailable
 
 
-class StoreError(RuntimeError):
-    """A graph operation failed."""
+class StoreError(StorygraphError, RuntimeError):
+    """A graph operation failed. Backends raise nothing else: a database's own errors are wrapped in one of
+    the subclasses below where they cross into storygraph."""
 
 
-class ReadOnlyViolation(StoreError):
+class RecordNotFound(StoreError, NotFound):
+    """The story, scene or take named is not in the graph."""
+
+
+class StoreConflict(StoreError, Conflict):
+    """The graph's state does not allow the operation (bound to another story)."""
+
+
+class DuplicateRecord(StoreConflict):
+    """A primary key that is taken already."""
+
+
+class StoreInputError(StoreError, InvalidInput):
+    """A value the graph does not take (an unknown status or kind), or a request it cannot resolve."""
+
+
+class GraphUnavailable(StoreError, Unavailable):
+    """The database cannot be had: opened for writing by another process, or unreachable."""
+
+
+class ReadOnlyViolation(StoreError, Refused):
     """A query given to ``query(..., read_only=True)`` would write."""
 
 
-class QueryError(StoreError):
+class QueryError(StoreError, InvalidInput):
     """A user query could not be parsed or run."""
 
 
-class StoryLocked(StoreError):
+class StoryLocked(GraphUnavailable):
     """The embedded story is open for writing in another process (LadybugDB allows one writer)."""
 
     def __init__(self, db_path, pid=None):
@@ -144,7 +167,11 @@ class LoadSummary:
 
 @runtime_checkable
 class StoryStore(Protocol):
+    """Everything the engine, the viewer and the CLI use of a graph; nothing else of a backend is reached for."""
+
     backend: str  # "ladybug" | "neo4j"
+    story_id: Optional[str]  # the story this store reads and writes (bound on first use when the graph holds one)
+    memory: MemoryParams  # the constants the store applies on load (transition decay, a new APPEARS_IN's strength)
 
     def setup_schema(self) -> None: ...
     def close(self) -> None: ...
@@ -152,7 +179,11 @@ class StoryStore(Protocol):
     # -- story structure -------------------------------------------------------------------------
     def load_story(self, story: Story) -> LoadSummary:
         """Write a whole story (idempotent: loading it twice changes nothing) in one transaction."""
+    def stories(self) -> list[dict]:
+        """``{id, title, ...}`` of every story in the graph."""
     def story_meta(self) -> Optional[dict]: ...
+    def defaults(self) -> GenerationDefaults:
+        """The story's generation defaults (from its story file)."""
     def upsert_character(self, character: Character) -> None: ...
     def upsert_environment(self, environment: Environment) -> None: ...
     def upsert_scene(self, spec: SceneSpec, placement: Placement) -> None: ...
@@ -179,7 +210,13 @@ class StoryStore(Protocol):
                     scene_id: Optional[str] = None) -> list[Appearance]: ...
     def appearance_keys(self) -> Iterator[tuple[str, str]]:
         """(appearance id, character id) of every accepted appearance: what the vector index must hold."""
-    def conditioned_on(self, scene_id: str) -> list[ConditionRecord]: ...
+    def appearance_arrays(self, ids: Optional[Iterable[str]] = None, spaces: Iterable[str] = ("clip", "dino"),
+                          batch: int = 2000) -> Iterator[dict]:
+        """Accepted appearances (all, or those of ``ids``) in batches of columns, what vector indexes are built
+        from: ``id``, ``character_id``, ``branch`` (lists), ``pos``, ``clock`` (arrays) and, per space in
+        ``spaces``, an (n, dim) float32 matrix."""
+    def conditioned_on(self, scene_id: str, take: Optional[int] = None) -> list[ConditionRecord]:
+        """Provenance of the scene's chosen take (or of ``take``)."""
 
     # -- events ----------------------------------------------------------------------------------
     def append_event(self, kind: str, ref_id: str, payload: Optional[dict] = None) -> int: ...
@@ -190,4 +227,5 @@ class StoryStore(Protocol):
 
     # -- Cypher ----------------------------------------------------------------------------------
     def query(self, cypher: str, params: Optional[dict] = None, read_only: bool = True,
-              timeout_s: Optional[float] = None) -> QueryResult: ...
+              timeout_s: Optional[float] = None, max_rows: Optional[int] = None) -> QueryResult:
+        """User-written Cypher; read-only (the default) passes both console guards (see ``readonly.py``)."""

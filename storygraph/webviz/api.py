@@ -8,43 +8,34 @@ and nothing else; every write goes through the engine. Errors are JSON ``{"error
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Optional
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
-from ..domain import TRANSITION_KINDS, Character, Environment, SceneSpec, Transition
-from ..graphdb.store import QueryError, ReadOnlyViolation, StoreError
+from ..domain import TRANSITION_KINDS, Character, Environment, SceneSpec, Transition, generation_settings
+from ..errors import Conflict, InvalidInput, NotFound
+from ..graphdb.store import QueryError, ReadOnlyViolation
 from .graph import jsonable, scene_element
+from .viewer import current_viewer as _viewer
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-TEXT_FIELDS = ("title", "action", "lighting", "weather", "camera", "negative_prompt")
-INT_FIELDS = {"width": (64, 4096), "height": (64, 4096), "frames": (9, 1025), "seed": (0, 2**32 - 1),
-              "steps": (1, 200)}
-FLOAT_FIELDS = {"fps": (1.0, 120.0), "guidance": (0.0, 50.0)}
-SPEC_FIELDS = TEXT_FIELDS + tuple(INT_FIELDS) + tuple(FLOAT_FIELDS) + ("characters", "environment")
+TEXT_FIELDS = ("title", "action", "lighting", "weather", "camera")
+#: the generation settings, as declared in storygraph.domain.GenerationDefaults: name -> (type, Setting)
+SETTINGS = {name: (kind, s) for name, kind, s in generation_settings()}
+SPEC_FIELDS = TEXT_FIELDS + tuple(SETTINGS) + ("characters", "environment")
 
 
-class BadRequest(Exception):
-    def __init__(self, message: str, status: int = 400):
+class BadRequest(InvalidInput):
+    """A request body the API cannot take. ``status`` is kept for callers that name one; the kinds of
+    :mod:`storygraph.errors` (``NotFound``, ``Conflict``, ...) say it otherwise."""
+
+    def __init__(self, message: str, status: Optional[int] = None):
         super().__init__(message)
-        self.status = status
-
-
-@bp.errorhandler(BadRequest)
-def _bad_request(e: BadRequest):
-    from .app import error
-
-    return error(e.status, str(e))
-
-
-def _viewer():
-    from .app import viewer_of
-
-    return viewer_of(current_app)
+        if status is not None:
+            self.http_status = status
 
 
 def _body() -> dict:
@@ -91,10 +82,8 @@ def _spec_fields(data: dict) -> dict:
     for key, value in data.items():
         if key in TEXT_FIELDS:
             out[key] = _text(value, key, required=(key == "action"))
-        elif key in INT_FIELDS:
-            out[key] = None if value is None else _number(value, key, *INT_FIELDS[key], integer=True)
-        elif key in FLOAT_FIELDS:
-            out[key] = None if value is None else _number(value, key, *FLOAT_FIELDS[key])
+        elif key in SETTINGS:
+            out[key] = None if value is None else _setting(key, value)
         elif key == "characters":
             if not isinstance(value, list):
                 raise BadRequest("characters: expected a list of character ids")
@@ -106,38 +95,34 @@ def _spec_fields(data: dict) -> dict:
             out[key] = None if value in (None, "") else _id(value, "environment")
         else:
             raise BadRequest(f"unknown scene field {key!r}; editable fields: {', '.join(SPEC_FIELDS)}")
-    if "frames" in out and out["frames"] is not None and out["frames"] % 8 != 1:
-        raise BadRequest("frames: expected 8k+1 frames (9, 17, 25, …, 121, …)")
-    for k in ("width", "height"):
-        if out.get(k) is not None and out[k] % 32:
-            raise BadRequest(f"{k}: expected a multiple of 32")
     return out
+
+
+def _setting(key: str, value: Any):
+    """One generation setting, checked against its declaration (``None``, the story's default, is handled above)."""
+    kind, s = SETTINGS[key]
+    if kind is str:
+        return _text(value, key)
+    v = _number(value, key, s.lo, s.hi, integer=kind is int)
+    if not s.allows(v):
+        raise BadRequest(f"{key}: expected {s.expected}")
+    return v
 
 
 def _engine():
     v = _viewer()
     if v.engine is None:
-        raise BadRequest("this viewer follows the story read-only (no engine here): editing and generating are off; "
-                         "use `storygraph studio` on the story folder", 409)
+        raise Conflict("this viewer follows the story read-only (no engine here): editing and generating are off; "
+                       "use `storygraph studio` on the story folder")
     return v
 
 
 def _engine_call(event_kind: str, ref_id: str, fn, /, *args, **kwargs):
-    """Run one engine edit; map its errors to statuses; make sure followers hear of it."""
+    """Run one engine edit and make sure followers hear of it (its errors answer by their kind)."""
     v = _engine()
     before = v.store.last_event_seq()
     try:
         result = fn(*args, **kwargs)
-    except BadRequest:
-        raise
-    except LookupError as e:
-        raise BadRequest(_msg(e), 404) from e
-    except (ValueError, TypeError, StoreError) as e:
-        raise BadRequest(_msg(e), 400) from e
-    except RuntimeError as e:
-        if _is_engine_error(e):  # the engine refused: the story's state does not allow it now
-            raise BadRequest(_msg(e), 409) from e
-        raise
     finally:
         v.changed()
     if v.store.last_event_seq() == before:
@@ -145,18 +130,6 @@ def _engine_call(event_kind: str, ref_id: str, fn, /, *args, **kwargs):
         v.store.append_event(event_kind, ref_id, {})
         v.changed()
     return result
-
-
-def _is_engine_error(e: Exception) -> bool:
-    mod = sys.modules.get("storygraph.engine.engine")  # loaded already wherever an engine exists
-    return mod is not None and isinstance(e, getattr(mod, "EngineError", ()))
-
-
-def _msg(e: Exception) -> str:
-    text = str(e)
-    if isinstance(e, KeyError) and len(e.args) == 1:
-        text = f"not found: {e.args[0]}"
-    return text or type(e).__name__
 
 
 # -- reads ---------------------------------------------------------------------------------------
@@ -167,7 +140,7 @@ def info():
     v = _viewer()
     meta = v.store.story_meta() or {}
     return jsonify({
-        "story": {"id": meta.get("id"), "title": meta.get("title")}, "backend": getattr(v.store, "backend", "?"),
+        "story": {"id": meta.get("id"), "title": meta.get("title")}, "backend": v.store.backend,
         "editable": v.editable, "last_seq": v.hub.last_seq, "stream_clients": v.hub.clients,
         "query_timeout_s": v.config.query_timeout_s, "max_takes": v.config.max_takes,
         "jobs": v.worker.jobs() if v.worker else [],
@@ -185,7 +158,7 @@ def graph():
 def _scene_or_404(scene_id: str):
     rec = _viewer().store.scene(scene_id)
     if rec is None:
-        raise BadRequest(f"no scene {scene_id!r}", 404)
+        raise NotFound(f"no scene {scene_id!r}")
     return rec
 
 
@@ -245,7 +218,7 @@ def scene_el(scene_id: str):
     v = _viewer()
     el = scene_element(v.store, v.media, scene_id)
     if el is None:
-        raise BadRequest(f"no scene {scene_id!r}", 404)
+        raise NotFound(f"no scene {scene_id!r}")
     return jsonify(el)
 
 
@@ -254,7 +227,7 @@ def character(character_id: str):
     v = _viewer()
     found = [c for c in v.store.characters() if c.id == character_id]
     if not found:
-        raise BadRequest(f"no character {character_id!r}", 404)
+        raise NotFound(f"no character {character_id!r}")
     c = found[0]
     apps = v.store.appearances(character_id=character_id, with_vectors=False)
     graph = v.graph_data()
@@ -375,9 +348,9 @@ def add_scene():
     if "action" not in fields:
         raise BadRequest("action: a scene needs an action")
     if v.store.scene(sid) is not None:
-        raise BadRequest(f"scene {sid!r} exists already: edit it instead", 409)
+        raise Conflict(f"scene {sid!r} exists already: edit it instead")
     if parent is not None and v.store.scene(parent) is None:
-        raise BadRequest(f"no scene {parent!r} to continue from", 404)
+        raise NotFound(f"no scene {parent!r} to continue from")
     spec = SceneSpec(id=sid, **fields)
     _engine_call("scene.added", sid, v.engine.add_scene, spec, parent_id=parent, kind=kind, gap=gap)
     return jsonify({"ok": True, "id": sid}), 201
@@ -415,17 +388,12 @@ def add_transition():
 
 @bp.post("/scenes/<scene_id>/generate")
 def generate(scene_id: str):
-    from .worker import JobConflict
-
     v = _engine()
     _scene_or_404(scene_id)
     d = _body()
     takes = d.get("takes", 1)
     takes = _number(takes, "takes", 1, v.config.max_takes, integer=True)
-    try:
-        job = v.worker.submit(scene_id, takes)
-    except JobConflict as e:
-        raise BadRequest(str(e), 409) from e
+    job = v.worker.submit(scene_id, takes)
     return jsonify({"ok": True, "job": job.as_dict()}), 202
 
 
@@ -435,7 +403,7 @@ def choose(scene_id: str):
     _scene_or_404(scene_id)
     take = _number(_body().get("take"), "take", 0, 1e6, integer=True)
     if take not in {t.take for t in v.store.takes(scene_id)}:
-        raise BadRequest(f"scene {scene_id!r} has no take {take}", 404)
+        raise NotFound(f"scene {scene_id!r} has no take {take}")
     _engine_call("take.chosen", scene_id, v.engine.choose_take, scene_id, take)
     return jsonify({"ok": True, "id": scene_id, "take": take})
 

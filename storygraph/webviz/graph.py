@@ -205,7 +205,7 @@ def build_graph(store, media: MediaLinks, *, big_scenes: int = 1500, dagre_max_s
                       "position": {"x": round(x, 1), "y": round(y, 1)}, "classes": "environment"})
 
     if not big:
-        strength_init = float(getattr(getattr(store, "memory", None), "strength_init", 1.0))
+        strength_init = float(store.memory.strength_init)
         apps = store.appearances(with_vectors=False)
         known_chars = set(char_xs)
         edges += [e for e in appears_edges(scenes, apps, strength_init) if e["data"]["source"] in known_chars]
@@ -215,8 +215,8 @@ def build_graph(store, media: MediaLinks, *, big_scenes: int = 1500, dagre_max_s
 
     meta = store.story_meta() or {}
     return {
-        "story": {"id": meta.get("id") or getattr(store, "story_id", None), "title": meta.get("title") or ""},
-        "backend": getattr(store, "backend", "?"),
+        "story": {"id": meta.get("id") or store.story_id, "title": meta.get("title") or ""},
+        "backend": store.backend,
         "last_seq": int(last_seq),
         "editable": bool(editable),
         "big": big,
@@ -236,7 +236,7 @@ def scene_element(store, media: MediaLinks, scene_id: str) -> Optional[dict]:
     if rec is None:
         return None
     node = scene_node(rec, media)
-    strength_init = float(getattr(getattr(store, "memory", None), "strength_init", 1.0))
+    strength_init = float(store.memory.strength_init)
     apps = store.appearances(scene_id=scene_id, with_vectors=False) if rec.takes else []
     edges = appears_edges([rec], apps, strength_init)
     return {"node": node, "edges": edges}

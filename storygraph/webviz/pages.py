@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, render_template, request, send_file
 
-from .security import MediaPathRefused, safe_media_path, token_matches
+from ..errors import NotFound
+from .security import safe_media_path, token_matches
+from .viewer import current_viewer as _viewer
 
 bp = Blueprint("pages", __name__)
-
-
-def _viewer():
-    from .app import viewer_of
-
-    return viewer_of(current_app)
 
 
 @bp.get("/")
@@ -28,22 +24,17 @@ def index():
         pass
     resp = current_app.make_response(render_template(
         "index.html", token=token, token_rejected=bool(given) and not token, editable=v.editable,
-        title=meta.get("title") or meta.get("id") or "story", backend=getattr(v.store, "backend", "?")))
+        title=meta.get("title") or meta.get("id") or "story", backend=v.store.backend))
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
 
 @bp.get("/media/<path:subpath>", merge_slashes=False)
 def media(subpath: str):
-    from .app import error
-
     v = _viewer()
     if v.media.root is None:
-        return error(404, "this viewer serves no media (no story folder)")
-    try:
-        path = safe_media_path(v.media.root, subpath)
-    except MediaPathRefused as e:
-        return error(e.status, str(e))
+        raise NotFound("this viewer serves no media (no story folder)")
+    path = safe_media_path(v.media.root, subpath)
     resp = send_file(path, conditional=True, max_age=60)
     resp.headers["Cache-Control"] = "private, max-age=60"
     return resp

@@ -15,18 +15,20 @@ import secrets
 from pathlib import Path
 from typing import Iterable, Optional
 
+from ..errors import NotFound, Refused
+
 TOKEN_HEADER = "X-Storygraph-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Host names a loopback-bound viewer answers to.
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
-class MediaPathRefused(Exception):
-    """A media path that would leave the media folder (or names something that is not a plain file)."""
+class MediaPathRefused(Refused):
+    """A media path that would leave the media folder, or names something hidden."""
 
-    def __init__(self, message: str, status: int = 403):
-        super().__init__(message)
-        self.status = status
+
+class MediaNotFound(NotFound):
+    """A well-formed media path that names no plain file."""
 
 
 def new_token() -> str:
@@ -87,7 +89,7 @@ def cross_origin_reason(headers, scheme: str, host: str) -> Optional[str]:
 
 
 def safe_media_path(root: os.PathLike, subpath: str) -> Path:
-    """The file ``subpath`` names inside ``root``, or :class:`MediaPathRefused`.
+    """The file ``subpath`` names inside ``root``; :class:`MediaPathRefused` or :class:`MediaNotFound` if none.
 
     Refuses absolute paths, drive letters, backslashes, NUL, empty, ``.`` and ``..`` components, hidden
     names, and any path whose real location (symlinks resolved) is outside the real ``root``. ``subpath``
@@ -113,7 +115,7 @@ def safe_media_path(root: os.PathLike, subpath: str) -> Path:
     if real == root_real:
         raise MediaPathRefused("not a file")
     if not real.exists():
-        raise MediaPathRefused("no such media file", status=404)
+        raise MediaNotFound("no such media file")
     if not real.is_file():
-        raise MediaPathRefused("not a file", status=404)
+        raise MediaNotFound("not a file")
     return real

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
+
+from ..errors import InvalidInput, Unavailable
+from .viewer import current_viewer
 
 bp = Blueprint("events", __name__)
 
@@ -15,22 +18,17 @@ def _last_id():
             continue
         raw = raw.strip()
         if not raw.isdigit() or len(raw) > 18:
-            raise ValueError(f"bad event id {raw!r}: expected a non-negative integer")
+            raise InvalidInput(f"bad event id {raw!r}: expected a non-negative integer")
         return int(raw)
     return None
 
 
 @bp.get("/events")
 def events():
-    from .app import error, viewer_of
-
-    v = viewer_of(current_app)
-    try:
-        last_id = _last_id()
-    except ValueError as e:
-        return error(400, str(e))
+    v = current_viewer()
+    last_id = _last_id()
     if v.hub.closed:
-        return error(503, "the viewer is shutting down")
+        raise Unavailable("the viewer is shutting down")
     cfg = v.config
     body = v.hub.stream(last_id, cfg.replay_limit, cfg.keepalive_s, cfg.retry_ms)
     resp = Response(body, mimetype="text/event-stream")

@@ -16,10 +16,12 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
+from ..errors import Conflict, Unavailable
+
 log = logging.getLogger(__name__)
 
 
-class JobConflict(Exception):
+class JobConflict(Conflict):
     """The scene already has a generation queued or running."""
 
 
@@ -54,7 +56,7 @@ class GenerationWorker:
     def submit(self, scene_id: str, takes: int = 1) -> Job:
         with self._lock:
             if self._closed:
-                raise RuntimeError("the generation worker is shut down")
+                raise Unavailable("the generation worker is shut down")
             for j in self._jobs.values():
                 if j.scene_id == scene_id and j.state in ("queued", "running"):
                     raise JobConflict(f"scene {scene_id!r} already has generation job {j.id} {j.state}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from conftest_webviz import EXAMPLE, SCREENSHOTS, commit_take, example_store, graph_expectations, wait_js
+from support import EXAMPLE, SCREENSHOTS, commit_take, example_store, graph_expectations, wait_js
 from storygraph.domain import Character, ConditionRecord, SceneSpec, Transition
 from storygraph.graphdb import TransitionRecord
 from storygraph.timeline import child_placement, transition_decay
@@ -40,7 +40,7 @@ class Live:
 @pytest.fixture
 def live(tmp_path):
     store, story = example_store(tmp_path / "story")
-    app = create_app(store, keepalive_s=5)
+    app = create_app(store, story_dir=tmp_path / "story", keepalive_s=5)
     rs = start(app)
     yield Live(store, story, app, rs)
     rs.stop()
@@ -186,7 +186,7 @@ def _studio_or_skip(story_dir):
         from storygraph.storyfile import load_story
 
         prepare(story_dir)
-        eng = StoryEngine(story_dir)
+        eng = StoryEngine.open(story_dir)
     except Exception as e:  # pragma: no cover - depends on the engine being installed whole
         pytest.skip(f"StoryEngine with tiny models unavailable: {type(e).__name__}: {e}")
     eng.load(demo_story(load_story(EXAMPLE)))
@@ -196,7 +196,7 @@ def _studio_or_skip(story_dir):
 @pytest.mark.slow
 def test_edit_a_scene_and_generate_it_from_the_page(page, tmp_path):
     eng = _studio_or_skip(tmp_path / "studio")
-    app = create_app(eng.store, eng, keepalive_s=5)
+    app = create_app(eng.store, eng, story_dir=eng.dir, keepalive_s=5)
     rs = start(app)
     try:
         live = Live(eng.store, None, app, rs)

@@ -8,10 +8,11 @@ each generator maps them onto its own mechanism (LTX-2: latent-index frame condi
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
+from ...domain import with_generation_settings
+from ...errors import StorygraphError
 
 
 @dataclass
@@ -42,9 +43,9 @@ class ConditionInput:
         """The frames as one uint8 array of shape (F, H, W, 3); paths are read from disk."""
         import numpy as np
 
-        from ..media import load_image
+        from ..arrays import rgb_frames
 
-        arrays = [load_image(f) if isinstance(f, (str, os.PathLike)) else _as_uint8_rgb(f) for f in self.frames]
+        arrays = rgb_frames(self.frames)
         h, w = arrays[0].shape[:2]
         if any(a.shape[:2] != (h, w) for a in arrays):
             raise ValueError("all frames of one condition must have the same size")
@@ -59,33 +60,14 @@ class ConditionInput:
         return h.hexdigest()
 
 
-def _as_uint8_rgb(a):
-    import numpy as np
-
-    a = np.asarray(a)
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=-1)
-    if a.ndim != 3 or a.shape[-1] not in (3, 4):
-        raise ValueError(f"a frame must be HxWx3, got shape {a.shape}")
-    a = a[..., :3]
-    if a.dtype != np.uint8:
-        if np.issubdtype(a.dtype, np.floating) and a.size and float(a.max()) <= 1.0:
-            a = a * 255.0
-        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(a)
-
-
 @dataclass
+@with_generation_settings(before="conditions", optional=False)
 class GenerationRequest:
+    """The prompt, every generation setting of :class:`storygraph.domain.GenerationDefaults` (``width``,
+    ``frames``, ``seed``, ... with their defaults) and the conditions."""
+
     prompt: str
-    negative_prompt: str = ""
-    width: int = 768
-    height: int = 512
-    frames: int = 121
-    fps: float = 24.0
-    seed: int = 0
-    steps: int = 8
-    guidance: float = 1.0
+    # one field per generation setting is inserted here
     conditions: list = field(default_factory=list)  # list[ConditionInput]
 
     def size(self) -> str:
@@ -128,7 +110,7 @@ class Generator(Protocol):
     def generate(self, request: GenerationRequest) -> GenerationResult: ...
 
 
-class GenerationFailed(RuntimeError):
+class GenerationFailed(StorygraphError, RuntimeError):
     """Every retry ran out of memory (or the generator gave up); ``attempts`` says what was tried."""
 
     def __init__(self, message: str, attempts: Sequence[str] = ()):

@@ -1,0 +1,30 @@
+"""What the engine refuses, by kind (see :mod:`storygraph.errors`): a scene that is not there or is there
+already, a scene whose parent is not generated yet, a story another generation holds, a request it cannot take."""
+
+from __future__ import annotations
+
+from ..errors import Conflict, InvalidInput, NotFound, StorygraphError
+
+
+class EngineError(StorygraphError, RuntimeError):
+    """The engine cannot do what was asked."""
+
+
+class SceneNotFound(EngineError, NotFound):
+    """No scene (or parent scene) of that id."""
+
+
+class SceneExists(EngineError, Conflict):
+    """A scene of that id exists already."""
+
+
+class NotReady(EngineError, Conflict):
+    """The scene follows one that is not generated yet."""
+
+
+class GenerationBusy(EngineError, Conflict):
+    """Another generation holds the story: in this process (one worker at a time) or in another one."""
+
+
+class InvalidRequest(EngineError, InvalidInput):
+    """Arguments the engine cannot take (an unknown scene field, fewer than one take)."""

@@ -1,0 +1,59 @@
+"""The index keeper: a story's CLIP and DINOv2 vector indexes, kept in step with the graph.
+
+The graph is the source of truth and the indexes are derived (see :mod:`.vectors`). On first use they are
+opened from ``<story dir>/vectors`` and reconciled with the graph (whatever the saved files lack is added back,
+whatever the graph no longer has is dropped), so a crash between a commit and a save loses nothing. After each
+committed scene its accepted appearances are brought in; the files are written every ``index_save_every``
+scenes and on close, not after every scene, since a save rewrites a character's whole partition.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from ..config import resolve_device
+from ..faults import crash_point
+from ..graphdb import StoryStore
+
+SPACES = ("clip", "dino")
+
+
+class IndexKeeper:
+    def __init__(self, folder: Path, store: StoryStore, device: str = "auto", save_every: int = 25):
+        self.folder = Path(folder)
+        self.store = store
+        self.device_setting = device
+        self.save_every = max(1, int(save_every))
+        self._indexes: Optional[dict] = None
+        self._unsaved = 0  # scenes indexed since the last save
+
+    def indexes(self) -> dict:
+        """``{"clip": VectorIndex, "dino": VectorIndex}``, opened and reconciled with the graph on first use."""
+        if self._indexes is None:
+            from .vectors import VectorIndex, reconcile_all
+
+            device = resolve_device(self.device_setting)
+            self._indexes = {space: VectorIndex.open(self.folder, space, device=device) for space in SPACES}
+            reconcile_all(self.store, self._indexes)  # one read of the graph for both spaces
+        return self._indexes
+
+    def update_scene(self, scene_id: str) -> None:
+        """Bring the indexes in line with the graph for one scene: its accepted appearances in, the others out."""
+        apps = self.store.appearances(scene_id=scene_id, with_vectors=True, accepted_only=False)
+        keep = [a for a in apps if a.accepted]
+        drop = [a.id for a in apps if not a.accepted]
+        for index in self.indexes().values():
+            index.remove(drop)
+            index.add(keep)
+        self._unsaved += 1
+        if self._unsaved >= self.save_every:
+            self.save()
+        crash_point("after_index")
+
+    def save(self) -> None:
+        """Write the indexes to disk now (nothing to do when they were never opened)."""
+        if self._indexes is not None:
+            for index in self._indexes.values():
+                index.save()
+        self._unsaved = 0
