@@ -345,7 +345,7 @@ def test_engine_commits_while_a_slow_console_query_runs(loaded):
     seq = loaded.append_event("scene.note", "s01", {"while": "console"})  # a write transaction
     took = time.perf_counter() - t0
     t.join()
-    assert seq > 0 and took < 1.0, took
+    assert seq > 0 and took < 3.0, took  # waits only while the query's process opens the file
     assert "time limit" in done.get("error", "")
 
 
