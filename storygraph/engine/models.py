@@ -189,7 +189,8 @@ class ModelRegistry:
             m = self.config.models
             self._generator = LTX2Generator.from_pretrained(
                 self.resolve(m.ltx2), device=self.device, offload=m.offload or None, vae_tiling=m.vae_tiling,
-                upsampler=self.resolve(m.upsampler) or None)
+                upsampler=self.resolve(m.upsampler) or None, preset=m.preset, ic_lora=m.ic_lora or None,
+                base_dir=self.story_dir)
         return self._generator
 
     @property
