@@ -491,7 +491,10 @@ def report(directory, graph, story_id, out):
 @main.command()
 @folder_options(positional=True, default="storygraph-demo")
 @click.option("--overwrite", is_flag=True, help="replace the folder if it exists")
-def demo(directory, graph, overwrite):
+@click.option("--ltx-version", type=click.Choice(["2.0", "2.3", "2.5"]), default="2.3", show_default=True,
+              help="the LTX-2 generation of the tiny checkpoint (2.5: Gemma 4 text encoder, duration head)")
+@click.option("--ic-lora", is_flag=True, help="also build a tiny random IC-LoRA: cuts go in as reference sheets")
+def demo(directory, graph, overwrite, ltx_version, ic_lora):
     """The example story end to end with tiny random-weight models made on the spot (a smoke run)."""
     import shutil
     import time
@@ -506,9 +509,10 @@ def demo(directory, graph, overwrite):
     t0 = time.perf_counter()
     console = _console()
     console.print(f"[bold yellow]{demo_mod.SMOKE_NOTE}[/]", markup=True)
-    console.print("building tiny CLIP, DINOv2 and LTX-2 models from configs…")
-    config = demo_mod.prepare(d)
-    story = demo_mod.demo_story(_load_story(str(demo_mod.example_story_path())))
+    console.print(f"building tiny CLIP, DINOv2 and LTX-{ltx_version} models from configs"
+                  f"{' and a tiny IC-LoRA' if ic_lora else ''}…")
+    config = demo_mod.prepare(d, ltx_version=ltx_version, ic_lora=ic_lora)
+    story = demo_mod.demo_story(_load_story(str(demo_mod.example_story_path())), refs_dir=d / "refs")
     engine = _engine(d, graph, config=config)
     try:
         engine.load(story)
