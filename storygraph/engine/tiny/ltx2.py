@@ -23,6 +23,8 @@ import os
 from pathlib import Path
 from typing import Sequence, Union
 
+from . import mark_random
+
 VERSIONS = ("2.0", "2.3", "2.5")
 
 #: Words the tiny tokenizer knows; any other word becomes <unk>.
@@ -262,6 +264,7 @@ def make_ltx2(path: Union[str, os.PathLike], seed: int = 0, with_upsampler: bool
     path.mkdir(parents=True, exist_ok=True)
     pipe = LTX2ConditionPipeline(**make_components(seed, words, version, distilled))
     pipe.save_pretrained(str(path))
+    mark_random(path)
     if with_upsampler:
         make_upsampler(seed).save_pretrained(str(path / "latent_upsampler"))
     return path
@@ -269,28 +272,29 @@ def make_ltx2(path: Union[str, os.PathLike], seed: int = 0, with_upsampler: bool
 
 def make_ic_lora(model: Union[str, os.PathLike, object], out_dir: Union[str, os.PathLike], rank: int = 4,
                  reference_downscale_factor: int = 1, seed: int = 0) -> Path:
-    """A random IC-LoRA for a tiny transformer, saved as diffusers writes LoRAs; returns the .safetensors path.
+    """A random IC-LoRA for a transformer, saved as diffusers writes LoRAs; returns the .safetensors path.
 
-    ``model``: a tiny pipeline folder (its ``transformer/``) or a transformer. The LoRA adapts the video attention
-    and FFN (Lightricks' IC-LoRA targets) with random A and B, so loading it changes the transformer's output. Its
-    header carries ``reference_downscale_factor`` where Lightricks' IC-LoRAs keep it.
+    ``model``: a pipeline folder (its ``transformer/``) or a transformer of any size (only its layers' shapes are
+    read; nothing is copied). The LoRA adapts the video attention and FFN (Lightricks' IC-LoRA targets) with
+    random A and B, so loading it changes the transformer's output. Its header carries
+    ``reference_downscale_factor`` where Lightricks' IC-LoRAs keep it.
     """
-    import copy
-
     import torch
     from diffusers import LTX2InContextPipeline, LTX2VideoTransformer3DModel
-    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     if isinstance(model, (str, os.PathLike)):
-        transformer = LTX2VideoTransformer3DModel.from_pretrained(str(model), subfolder="transformer")
-    else:
-        transformer = copy.deepcopy(model)
-    cfg = LoraConfig(r=rank, lora_alpha=rank, target_modules=list(IC_LORA_TARGETS), init_lora_weights=False)
-    torch.manual_seed(seed)
-    adapted = inject_adapter_in_model(cfg, transformer)  # random A and B (init_lora_weights=False)
-    weights = {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(adapted).items()}
+        model = LTX2VideoTransformer3DModel.from_pretrained(str(model), subfolder="transformer")
+    g = torch.Generator("cpu").manual_seed(seed)
+    weights = {}
+    for name, module in model.named_modules():
+        # "audio_attn1.to_q" ends like "attn1.to_q": the IC-LoRA adapts the video stream only
+        if isinstance(module, torch.nn.Linear) and name.endswith(IC_LORA_TARGETS) and "audio" not in name:
+            n_in, n_out = module.in_features, module.out_features
+            dtype = torch.bfloat16 if module.weight.dtype == torch.bfloat16 else torch.float32
+            weights[f"{name}.lora_A.weight"] = (torch.randn(rank, n_in, generator=g) / n_in ** 0.5).to(dtype)
+            weights[f"{name}.lora_B.weight"] = (torch.randn(n_out, rank, generator=g) / rank ** 0.5).to(dtype)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"r": rank, "lora_alpha": rank, "target_modules": sorted(IC_LORA_TARGETS)}
@@ -301,4 +305,5 @@ def make_ic_lora(model: Union[str, os.PathLike, object], out_dir: Union[str, os.
         header = dict(f.metadata() or {})
     header["reference_downscale_factor"] = str(int(reference_downscale_factor))
     save_file(load_file(str(path)), str(path), metadata=header)
+    mark_random(out)
     return path
