@@ -282,6 +282,14 @@ class StoryEngine:
         with self.lock.held():
             return self._run_scene(scene_id, takes, progress)
 
+    def compare(self, modes, scene_ids=None, progress: Optional[ProgressFn] = None):
+        """Generate done scenes again under each memory mode in ``modes``, as sibling takes that never replace the
+        chosen one, and score them: see :mod:`storygraph.engine.compare`."""
+        from .compare import compare_modes
+
+        with self.lock.held():
+            return compare_modes(self, modes, scene_ids, progress)
+
     def choose_take(self, scene_id: str, take: int) -> None:
         with self.lock.held():
             self.store.choose_take(scene_id, take)
@@ -427,7 +435,8 @@ class StoryEngine:
             clock=scene.clock, branch=scene.placement.branch, pos=scene.placement.pos, take=take)
         record = TakeRecord(scene.id, take, seed, work.prompt, str(written.video_path),
                             str(written.last_frame_path), str(written.take_dir), obs.scores,
-                            request_key=self.takes.request_key(scene.spec, take, work.prompt, work.plan.records))
+                            request_key=self.takes.request_key(scene.spec, take, work.prompt, work.plan.records,
+                                                               seed=seed))
         return TakeOutcome(record, SceneCommit(record, obs.appearances, work.plan.records),
                            attempts=list(result.attempts))
 
