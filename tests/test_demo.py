@@ -103,6 +103,7 @@ def test_continuous_transitions_extend_their_parent(graph):
         ext = [r for r in records if r.role == "extension"]
         assert len(ext) == 1, (t.to_id, records)
         assert (ext[0].target_kind, ext[0].target_id, ext[0].frame_index) == ("Scene", t.from_id, 0)
+        assert ext[0].reason == f"continuous from {t.from_id}: its last 9 frames at index 0, strength 1.0"
         # and the edge in the graph is the chosen take's
         rows = [r for r in graph["scene_edges"] if r[0] == t.to_id and r[1] == t.from_id]
         assert [(r[2], r[3]) for r in rows] == [("extension", graph["scenes"][t.to_id].chosen_take)]

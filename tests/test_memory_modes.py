@@ -75,7 +75,11 @@ def test_with_an_ic_lora_cuts_go_in_as_one_reference_sheet(tmp_path, tiny_config
     assert sheet_request.reference is not None and sheet_request.conditions == []
     sheet = sheet_request.reference.load()[0]
     assert sheet.shape == (64, 64, 3) and sheet_request.reference.loop
-    assert requests[prompts["s02-package"]].reference is None
+    extension = requests[prompts["s02-package"]]
+    assert extension.reference is None
+    # the extension is the parent's last 9 frames (one latent chunk + the causal first frame), in order
+    (cond,) = extension.conditions
+    assert (len(cond.frames), cond.index, cond.strength) == (9, 0, 1.0)
 
 
 @pytest.fixture(scope="module")

@@ -173,6 +173,7 @@ def test_docs_example_is_valid(tmp_path):
     (tmp_path / "doc.yaml").write_text(block, encoding="utf-8")
     story = load_story(tmp_path / "doc.yaml")
     assert [s.id for s in story.scenes] == ["s01", "s02"]
+    assert [s.memory for s in story.scenes] == [None, "keyframe"]
     ref = story.scene("s02").references[0]
     assert (ref.kind, ref.character, ref.strength, ref.path) == (
         "costume", "mara", 0.8, str(tmp_path / "refs" / "mara-coat.png"))
