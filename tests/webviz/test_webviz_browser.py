@@ -205,9 +205,11 @@ def test_edit_a_scene_and_generate_it_from_the_page(page, tmp_path):
         click_node(page, "s01-arrival")
         page.click("#edit-scene")
         page.fill("#scene-form textarea[name=action]", "Mara runs along the pier in the rain")
+        page.select_option("#scene-form select[name=memory]", "keyframe")
         page.click("#scene-form button[type=submit]")
         wait_js(page, "document.querySelector('#scene-form .form-status').textContent.startsWith('saved')")
         assert eng.store.scene("s01-arrival").spec.action == "Mara runs along the pier in the rain"
+        assert eng.store.scene("s01-arrival").spec.memory == "keyframe"
         page.click("#tabs button[data-tab=scene]")
         page.click("#gen-1")
         wait_js(page, "document.querySelector('#gen-status').textContent.includes('queued')")

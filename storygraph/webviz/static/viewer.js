@@ -946,6 +946,7 @@
     for (const k of SPEC_INT) out[k] = f[k].value === '' ? null : Number(f[k].value);
     out.characters = $$('input[name=characters]', form).filter((x) => x.checked).map((x) => x.value);
     out.environment = f.environment.value || null;
+    out.memory = f.memory.value || null;
     return out;
   }
 
@@ -964,6 +965,7 @@
     for (const k of SPEC_INT) f[k].value = sp[k] === null || sp[k] === undefined ? '' : sp[k];
     $$('input[name=characters]', form).forEach((x) => { x.checked = !!(sp.characters || []).includes(x.value); });
     f.environment.value = sp.environment || '';
+    f.memory.value = sp.memory || '';
     if (!d && S.selected && S.selected.type === 'scene') f.parent_id.value = S.selected.id;
     formStatus(form, '');
   }
