@@ -51,7 +51,7 @@ from .base import (
     AudioTrack, ConditionInput, GenerationFailed, GenerationRequest, GenerationResult, MemoryInput, ReferenceInput,
     fitting_downscale,
 )
-from .versions import PRESET_NAMES, Checkpoint, Preset, detect, detect_pipe, preset_for
+from .versions import NO_EXTRA_GUIDANCE, PRESET_NAMES, Checkpoint, Preset, detect, detect_pipe, preset_for
 
 OFFLOAD_MODES = (None, "model", "sequential")
 
@@ -364,7 +364,8 @@ class LTX2Generator:
                     latents = self._upsample(latents)
                 self.release()
                 sig2 = list(STAGE_2_DISTILLED_SIGMA_VALUES)[: self.preset.stage2_steps]
-                stage2 = dict(common, guidance_scale=1.0, audio_guidance_scale=1.0)
+                # stage 2 is the distilled refinement of every recipe: no guidance of any kind
+                stage2 = dict(common, **NO_EXTRA_GUIDANCE, guidance_scale=1.0, audio_guidance_scale=1.0)
                 if cfg:  # stage 2 refines without guidance: positive embeddings only
                     for k in ("negative_prompt_embeds", "negative_prompt_attention_mask"):
                         stage2.pop(k, None)
@@ -438,8 +439,20 @@ class LTX2Generator:
 
     def _reference_pipe(self):
         """``LTX2InContextPipeline`` over the loaded components, with the IC-LoRA loaded and switched on."""
+        if not self._lora_loaded:
+            self.load_ic_lora()
+        self.pipe.transformer.enable_lora()
+        return self._ic_pipe
+
+    def load_ic_lora(self) -> None:
+        """Load the configured IC-LoRA into the shared transformer (through ``load_lora_weights``) and read its
+        ``reference_downscale_factor``. Done once, on the first reference scene."""
         if self.ic_lora is None:
             raise ValueError("a reference sheet needs an IC-LoRA: set [models] ic_lora in storygraph.toml")
+        try:
+            import peft  # noqa: F401  (load_lora_weights needs the PEFT backend)
+        except ImportError as exc:  # pragma: no cover - peft is a dependency
+            raise ImportError("reference mode loads an IC-LoRA through peft: pip install peft") from exc
         if self._ic_pipe is None:
             import inspect
 
@@ -450,21 +463,6 @@ class LTX2Generator:
             self._ic_pipe.set_progress_bar_config(disable=True)
             if self.offload:
                 self._place()
-        if not self._lora_loaded:
-            self.load_ic_lora()
-        self.pipe.transformer.enable_lora()
-        return self._ic_pipe
-
-    def load_ic_lora(self) -> None:
-        """Load the configured IC-LoRA into the shared transformer (through ``load_lora_weights``) and read its
-        ``reference_downscale_factor``. Done once, on the first reference scene."""
-        try:
-            import peft  # noqa: F401  (load_lora_weights needs the PEFT backend)
-        except ImportError as exc:  # pragma: no cover - peft is a dependency
-            raise ImportError("reference mode loads an IC-LoRA through peft: pip install peft") from exc
-        if self._ic_pipe is None:
-            self._reference_pipe()
-            return
         path = self.ic_lora
         self._ic_pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=IC_LORA_ADAPTER)
         self.reference_downscale_factor = read_reference_downscale_factor(path)
