@@ -168,8 +168,6 @@ def random_weights(config, story_dir) -> bool:
 def compare_modes(engine, modes: Sequence[str], scene_ids: Optional[Sequence[str]] = None,
                   progress=None) -> Comparison:
     """Run the comparison on ``engine``'s story (see the module docstring). The engine's lock must be held."""
-    from .engine import SceneWork
-
     modes = list(dict.fromkeys(modes))
     if not modes:
         raise InvalidRequest("name at least one memory mode to compare")
@@ -193,7 +191,7 @@ def compare_modes(engine, modes: Sequence[str], scene_ids: Optional[Sequence[str
     engine.indexes()
     result = Comparison(modes, [], random_weights(engine.config, engine.dir))
     for scene in chosen:
-        work = SceneWork(store.scene_context(scene.id))
+        work = engine.scene_work(scene.id)
         engine._plan(work)
         engine._retrieve(work)
         base_prompt = work.prompt

@@ -295,6 +295,10 @@ class StoryEngine:
             self.store.choose_take(scene_id, take)
             self.index.update_scene(scene_id)
 
+    def scene_work(self, scene_id: str) -> SceneWork:
+        """A scene's context from the graph, ready for the stages."""
+        return SceneWork(self.store.scene_context(scene_id))
+
     def _run_scene(self, scene_id: str, takes: int, progress: Optional[ProgressFn]) -> list[TakeRecord]:
         if takes < 1:
             raise InvalidRequest("takes must be at least 1")
