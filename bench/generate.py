@@ -1,7 +1,7 @@
 """Seconds per scene of LTX-2 generation, by stage, per checkpoint version and memory mode; prints one JSON object.
 
     python bench/generate.py --tiny [--version 2.3] [--mode context]            # tiny random pipeline, CPU
-    python bench/generate.py --device cuda --real-size --version 2.3 --mode context
+    python bench/generate.py --device cuda --real-size --version 2.3 --mode extend,context,reference,keyframe
 
 ``--tiny`` (the default): the tiny random pipeline of ``storygraph.engine.tiny.ltx2`` for ``--version``, saved and
 loaded back through ``LTX2Generator.from_pretrained`` (plumbing and overhead; its pictures mean nothing).
@@ -14,10 +14,10 @@ hidden states x 3840), so ``text_encode_s`` covers the connectors only. Defaults
 (distilled preset, guidance 1, one stage). A random-weight model of real size runs as fast as the trained one; it
 says nothing about quality.
 
-``--mode extend|context|reference|keyframe``: besides the scene without memory, time a scene whose conditions come
-from storygraph's own planner in that mode (``--characters`` characters each with one remembered frame, on a cut;
+``--mode extend|context|reference|keyframe`` (or several, comma-separated; ``all``): besides the scene without
+memory, time a scene whose conditions come from storygraph's own planner in each mode (``--characters`` characters each with one remembered frame, on a cut;
 extend: a continuous transition with the parent's last 9 frames) and report its seconds, denoise seconds and share,
-peak memory, the tokens per step and the ratio to the scene without memory. ``reference`` builds a random IC-LoRA
+peak memory, the tokens per step and the ratio to the scene without memory, under ``modes``. ``reference`` builds a random IC-LoRA
 (rank 32 at real size, on the video attention and FFN) loaded through ``load_lora_weights``, and one reference
 sheet looped over the clip (``--reference-frames 1``: a single frame).
 
@@ -178,7 +178,8 @@ def main(argv=None) -> int:
     size.add_argument("--real-size", action="store_true", help="the published architecture (needs a big GPU)")
     size.add_argument("--tiny", action="store_true", help="the tiny random pipeline (the default)")
     ap.add_argument("--version", choices=("2.0", "2.3", "2.5"), default="2.0", help="LTX-2 checkpoint generation")
-    ap.add_argument("--mode", choices=MODES, default=None, help="also time a scene with memory in this mode")
+    ap.add_argument("--mode", default=None, help="also time a scene with memory in each of these modes (comma-separated: "
+                    "extend, context, reference, keyframe; all)")
     ap.add_argument("--characters", type=int, default=2, help="remembered characters in the --mode scene")
     ap.add_argument("--reference-frames", type=int, choices=(0, 1), default=0,
                     help="reference mode: 0 loops the sheet over the clip (as trained), 1 gives one frame")
@@ -192,6 +193,9 @@ def main(argv=None) -> int:
     ap.add_argument("--two-stage", action="store_true",
                     help="also time the two-stage path: half size, 2x latent upsampler, 3 refining steps")
     args = ap.parse_args(argv)
+    modes = [] if not args.mode else list(MODES) if args.mode == "all" else [m.strip() for m in args.mode.split(",")]
+    if any(m not in MODES for m in modes):
+        ap.error(f"--mode: each of {', '.join(MODES)} (or all), got {args.mode!r}")
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import numpy as np
@@ -211,7 +215,7 @@ def main(argv=None) -> int:
             log("warning: --real-size on the CPU needs ~50 GB of RAM and hours")
         pipe, params = build_real_pipeline(args.device, args.version)
         lora = None
-        if args.mode == "reference":
+        if "reference" in modes:
             from storygraph.engine.tiny.ltx2 import make_ic_lora
 
             lora = make_ic_lora(pipe.transformer, work / "ic-lora", rank=32)
@@ -225,7 +229,7 @@ def main(argv=None) -> int:
         from storygraph.engine.tiny.ltx2 import make_ic_lora, make_ltx2
 
         folder = make_ltx2(work / "tiny-ltx2", version=args.version)
-        lora = make_ic_lora(folder, work / "ic-lora") if args.mode == "reference" else None
+        lora = make_ic_lora(folder, work / "ic-lora") if "reference" in modes else None
         gen = LTX2Generator.from_pretrained(folder, device=args.device, vae_tiling=args.vae_tiling, ic_lora=lora)
         params = {n: sum(p.numel() for p in getattr(gen.pipe, n).parameters())
                   for n in ("transformer", "connectors", "vae", "audio_vae", "vocoder", "text_encoder")}
@@ -269,13 +273,15 @@ def main(argv=None) -> int:
         out["published_h100_s"] = PUBLISHED_H100_S
         out["ratio_to_published"] = round(plain["total_s"] / PUBLISHED_H100_S, 3)
 
-    if args.mode:
-        mreq, plan = memory_request(args.mode, req, args.characters, work, args.reference_frames)
+    if modes:
+        out["modes"] = {}
+    for mode in modes:
+        mreq, plan = memory_request(mode, req, args.characters, work, args.reference_frames)
         gen.generate(mreq)  # warm-up (and, in reference mode, loading the IC-LoRA)
         with TokenCount(gen.pipe.transformer) as mtokens:
             timed, mlast = _scene(gen, mreq, args.runs)
-        out["mode"] = {
-            "mode": args.mode, "plan_mode": plan.mode, "characters": args.characters,
+        out["modes"][mode] = {
+            "plan_mode": plan.mode, "characters": args.characters,
             "records": [f"{r.role}/{r.mode} at {r.frame_index}" for r in plan.records],
             "seconds_per_scene": round(timed["total_s"], 4), "denoise_s": round(timed["denoise_s"], 4),
             "denoise_share": round(timed["denoise_s"] / timed["total_s"], 4) if timed["total_s"] else None,
@@ -285,8 +291,9 @@ def main(argv=None) -> int:
             "denoise_ratio_to_plain": round(timed["denoise_s"] / plain["denoise_s"], 4) if plain["denoise_s"] else None,
             "reference": mlast.settings.get("reference"),
         }
-        log(f"{args.mode} scene {timed['total_s']:.2f}s (denoise {timed['denoise_s']:.2f}s), tokens {mtokens.seen}")
-    elif not args.no_conditioned:
+        log(f"{mode} scene {timed['total_s']:.2f}s (denoise {timed['denoise_s']:.2f}s), tokens {mtokens.seen}")
+        print(json.dumps(out), file=sys.stderr, flush=True)  # what is measured survives a failure further on
+    if not modes and not args.no_conditioned:
         # a continuous transition: the parent's last 9 frames at index 0
         rs = np.random.RandomState(0)
         parent = [(rs.rand(h, w, 3) * 255).astype(np.uint8) for _ in range(9)]
