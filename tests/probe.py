@@ -182,9 +182,13 @@ def check(cap: Capture, plan: list, tol: float = 1e-3) -> None:
                                  f"the plan wants {want}\n{cap.table()}")
     groups = list(cap.appended())
 
-    def spans_canvas(g: Group, what: str) -> None:
+    def spans_canvas(g: Group, what: str, downscale: int = 1) -> None:
+        """A frame's worth of tokens at 1/``downscale`` size, covering the whole frame."""
         if g.h_extent != canvas_h or g.w_extent != canvas_w:
             raise AssertionError(f"{what} covers h {g.h_extent} w {g.w_extent}, not the frame {canvas_h} x {canvas_w}")
+        want = (H // downscale) * (W // downscale)
+        if g.n_tokens != want:
+            raise AssertionError(f"{what} has {g.n_tokens} tokens, a 1/{downscale} size frame has {want}")
 
     for e in plan:
         if e.role == "keyframe":
@@ -213,11 +217,7 @@ def check(cap: Capture, plan: list, tol: float = 1e-3) -> None:
             if abs(g.strength - e.strength) > tol:
                 raise AssertionError(f"memory at pixel frame {t0} has strength {g.strength}, the plan wants "
                                      f"{e.strength}")
-            want_tokens = (H // e.downscale) * (W // e.downscale)
-            if g.n_tokens != want_tokens:
-                raise AssertionError(f"memory at pixel frame {t0} has {g.n_tokens} tokens, a 1/{e.downscale} size "
-                                     f"frame has {want_tokens}")
-            spans_canvas(g, f"memory at pixel frame {t0}")
+            spans_canvas(g, f"memory at pixel frame {t0}", e.downscale)
             groups.remove(g)
         elif e.role == "reference":
             spans = [(0.0, 1.0)] + [(STRIDE * k - STRIDE + 1.0, STRIDE * k + 1.0) for k in range(1, e.latent_frames)]
@@ -227,12 +227,8 @@ def check(cap: Capture, plan: list, tol: float = 1e-3) -> None:
                 if not match:
                     raise AssertionError(f"no reference tokens on [{lo:g}, {hi:g}) with strength {e.strength}; "
                                          f"appended: {[(g.t0, g.t1, g.strength) for g in groups]}")
+                spans_canvas(match[0], f"reference tokens [{lo:g}, {hi:g})", e.downscale)
                 g = match[0]
-                want_tokens = (H // e.downscale) * (W // e.downscale)
-                if g.n_tokens != want_tokens:
-                    raise AssertionError(f"reference latent frame [{lo:g}, {hi:g}) has {g.n_tokens} tokens, a "
-                                         f"1/{e.downscale} size frame has {want_tokens}")
-                spans_canvas(g, f"reference tokens [{lo:g}, {hi:g})")
                 groups.remove(g)
     if groups:
         raise AssertionError(f"unplanned appended tokens: {[(g.t0, g.t1, g.strength, g.n_tokens) for g in groups]}")
