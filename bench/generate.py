@@ -1,22 +1,28 @@
-"""Seconds per scene of LTX-2 generation, by stage; prints one JSON object.
+"""Seconds per scene of LTX-2 generation, by stage, per checkpoint version and memory mode; prints one JSON object.
 
-    python bench/generate.py                       # tiny random pipeline on the CPU
-    python bench/generate.py --device cuda --real-size
+    python bench/generate.py --tiny [--version 2.3] [--mode context]            # tiny random pipeline, CPU
+    python bench/generate.py --device cuda --real-size --version 2.3 --mode extend,context,reference,keyframe
 
-Default: the tiny random pipeline of ``storygraph.engine.tiny.ltx2``, saved and loaded back through
-``LTX2Generator.from_pretrained`` (plumbing and overhead; its pictures mean nothing).
+``--tiny`` (the default): the tiny random pipeline of ``storygraph.engine.tiny.ltx2`` for ``--version``, saved and
+loaded back through ``LTX2Generator.from_pretrained`` (plumbing and overhead; its pictures mean nothing).
 
-``--real-size``: the published LTX-2 (19B) architecture with random bf16 weights built directly on the
-GPU: transformer, text connectors, video VAE, audio VAE and vocoder from the ``Lightricks/LTX-2``
-diffusers configs (``transformer/config.json`` etc., copied below). The Gemma 3 text encoder is replaced
-by precomputed random prompt embeddings of its output shape (1024 tokens x 49 hidden states x 3840), so
-``text_encode_s`` covers the connectors only. Defaults: 768x512, 121 frames, 8 steps (distilled preset,
-guidance 1, one stage). A random-weight model of real size runs as fast as the trained one; it says
-nothing about quality.
+``--real-size``: the published architecture of ``--version`` (2.0: 19B; 2.3 and 2.5: 22B with the connectors)
+with random bf16 weights built directly on the GPU — transformer, text connectors, video VAE, audio VAE and
+vocoder from the diffusers configs in ``bench/real_configs.py`` (which says what is unverified for 2.5). The
+Gemma text encoder is replaced by precomputed random prompt embeddings of its output shape (1024 tokens x 49
+hidden states x 3840), so ``text_encode_s`` covers the connectors only. Defaults: 768x512, 121 frames, 8 steps
+(distilled preset, guidance 1, one stage). A random-weight model of real size runs as fast as the trained one; it
+says nothing about quality.
 
-Besides the unconditioned scene it times a continuous-transition scene (9 parent frames at index 0)
-with the condition-latent cache off and on, and reports the share of the scene spent VAE-encoding the
-condition.
+``--mode extend|context|reference|keyframe`` (or several, comma-separated; ``all``): besides the scene without
+memory, time a scene whose conditions come from storygraph's own planner in each mode (``--characters`` characters each with one remembered frame, on a cut;
+extend: a continuous transition with the parent's last 9 frames) and report its seconds, denoise seconds and share,
+peak memory, the tokens per step and the ratio to the scene without memory, under ``modes``. ``reference`` builds a random IC-LoRA
+(rank 32 at real size, on the video attention and FFN) loaded through ``load_lora_weights``, and one reference
+sheet looped over the clip (``--reference-frames 1``: a single frame).
+
+Without ``--mode`` it also times a continuous-transition scene (9 parent frames at index 0) with the condition
+cache off and on, and reports the share of the scene spent VAE-encoding the condition.
 """
 
 from __future__ import annotations
@@ -31,75 +37,20 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from real_configs import PUBLISHED_PARAMS, TEXT_SHAPE, configs  # noqa: E402
 
 PUBLISHED_H100_S = 9.5  # LTX-2, 768x512, 121 frames, 8 distilled steps, bf16, H100 (Lightricks)
-
-# diffusers configs of Lightricks/LTX-2 (LTX-2.0, 19B)
-REAL_CONFIGS = {
-    "transformer": {
-        "activation_fn": "gelu-approximate", "attention_bias": True, "attention_head_dim": 128,
-        "attention_out_bias": True, "audio_attention_head_dim": 64, "audio_cross_attention_dim": 2048,
-        "audio_hop_length": 160, "audio_in_channels": 128, "audio_num_attention_heads": 32,
-        "audio_out_channels": 128, "audio_patch_size": 1, "audio_patch_size_t": 1, "audio_pos_embed_max_pos": 20,
-        "audio_sampling_rate": 16000, "audio_scale_factor": 4, "base_height": 2048, "base_width": 2048,
-        "caption_channels": 3840, "causal_offset": 1, "cross_attention_dim": 4096,
-        "cross_attn_timestep_scale_multiplier": 1000, "in_channels": 128, "norm_elementwise_affine": False,
-        "norm_eps": 1e-06, "num_attention_heads": 32, "num_layers": 48, "out_channels": 128, "patch_size": 1,
-        "patch_size_t": 1, "pos_embed_max_pos": 20, "qk_norm": "rms_norm_across_heads",
-        "rope_double_precision": True, "rope_theta": 10000.0, "rope_type": "split",
-        "timestep_scale_multiplier": 1000, "vae_scale_factors": [8, 32, 32],
-    },
-    "connectors": {
-        "audio_connector_attention_head_dim": 128, "audio_connector_num_attention_heads": 30,
-        "audio_connector_num_layers": 2, "audio_connector_num_learnable_registers": 128, "caption_channels": 3840,
-        "causal_temporal_positioning": False, "connector_rope_base_seq_len": 4096, "rope_double_precision": True,
-        "rope_theta": 10000.0, "rope_type": "split", "text_proj_in_factor": 49,
-        "video_connector_attention_head_dim": 128, "video_connector_num_attention_heads": 30,
-        "video_connector_num_layers": 2, "video_connector_num_learnable_registers": 128,
-    },
-    "vae": {
-        "in_channels": 3, "out_channels": 3, "latent_channels": 128, "block_out_channels": [256, 512, 1024, 2048],
-        "down_block_types": ["LTX2VideoDownBlock3D"] * 4, "decoder_block_out_channels": [256, 512, 1024],
-        "layers_per_block": [4, 6, 6, 2, 2], "decoder_layers_per_block": [5, 5, 5, 5],
-        "spatio_temporal_scaling": [True, True, True, True], "decoder_spatio_temporal_scaling": [True, True, True],
-        "decoder_inject_noise": [False, False, False, False],
-        "downsample_type": ["spatial", "temporal", "spatiotemporal", "spatiotemporal"],
-        "upsample_residual": [True, True, True], "upsample_factor": [2, 2, 2], "timestep_conditioning": False,
-        "patch_size": 4, "patch_size_t": 1, "resnet_norm_eps": 1e-06, "encoder_causal": True,
-        "decoder_causal": False, "encoder_spatial_padding_mode": "zeros", "decoder_spatial_padding_mode": "reflect",
-        "spatial_compression_ratio": 32, "temporal_compression_ratio": 8,
-    },
-    "audio_vae": {
-        "attn_resolutions": None, "base_channels": 128, "causality_axis": "height", "ch_mult": [1, 2, 4],
-        "double_z": True, "dropout": 0.0, "in_channels": 2, "is_causal": True, "latent_channels": 8,
-        "mel_bins": 64, "mel_hop_length": 160, "mid_block_add_attention": False, "norm_type": "pixel",
-        "num_res_blocks": 2, "output_channels": 2, "resolution": 256, "sample_rate": 16000,
-    },
-    "vocoder": {
-        "in_channels": 128, "hidden_channels": 1024, "out_channels": 2, "upsample_kernel_sizes": [16, 15, 8, 4, 4],
-        "upsample_factors": [6, 5, 2, 2, 2], "resnet_kernel_sizes": [3, 7, 11],
-        "resnet_dilations": [[1, 3, 5], [1, 3, 5], [1, 3, 5]], "leaky_relu_negative_slope": 0.1,
-        "output_sampling_rate": 24000,
-    },
-    "latent_upsampler": {
-        "dims": 3, "in_channels": 128, "mid_channels": 1024, "num_blocks_per_stage": 4, "spatial_upsample": True,
-        "temporal_upsample": False,
-    },
-    "scheduler": {
-        "base_image_seq_len": 1024, "base_shift": 0.95, "invert_sigmas": False, "max_image_seq_len": 4096,
-        "max_shift": 2.05, "num_train_timesteps": 1000, "shift": 1.0, "shift_terminal": 0.1,
-        "use_dynamic_shifting": True,
-    },
-}
-TEXT_TOKENS, TEXT_STATES, TEXT_HIDDEN = 1024, 49, 3840  # Gemma 3 12B: 48 layers + embeddings, width 3840
+MODES = ("extend", "context", "reference", "keyframe")
 
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
-def build_real_pipeline(device: str):
-    """LTX2ConditionPipeline at the published size, random bf16 weights created on ``device``."""
+def build_real_pipeline(device: str, version: str = "2.0"):
+    """LTX2ConditionPipeline at the published size of ``version``, random bf16 weights created on ``device``."""
     import torch
     from diffusers import (
         AutoencoderKLLTX2Audio,
@@ -109,10 +60,12 @@ def build_real_pipeline(device: str):
         LTX2VideoTransformer3DModel,
     )
     from diffusers.pipelines.ltx2 import LTX2TextConnectors
-    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder, LTX2VocoderWithBWE
 
+    cfg = configs(version)
     classes = {"transformer": LTX2VideoTransformer3DModel, "connectors": LTX2TextConnectors,
-               "vae": AutoencoderKLLTX2Video, "audio_vae": AutoencoderKLLTX2Audio, "vocoder": LTX2Vocoder}
+               "vae": AutoencoderKLLTX2Video, "audio_vae": AutoencoderKLLTX2Audio,
+               "vocoder": LTX2Vocoder if version == "2.0" else LTX2VocoderWithBWE}
     parts, params = {}, {}
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)  # create weights as bf16 directly: 19B in fp32 would not fit
@@ -120,25 +73,27 @@ def build_real_pipeline(device: str):
         with torch.device(device), torch.no_grad():
             for name, cls in classes.items():
                 torch.manual_seed(0)
-                m = cls.from_config(REAL_CONFIGS[name]).eval()
+                m = cls.from_config(cfg[name]).eval()
                 if any(p.dtype != torch.bfloat16 for p in m.parameters()):
                     m.to(torch.bfloat16)
                 parts[name] = m
                 params[name] = sum(p.numel() for p in m.parameters())
     finally:
         torch.set_default_dtype(old)
-    scheduler = FlowMatchEulerDiscreteScheduler.from_config(REAL_CONFIGS["scheduler"])
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(cfg["scheduler"])
     pipe = LTX2ConditionPipeline(scheduler=scheduler, text_encoder=None, tokenizer=None, audio_scheduler=None, **parts)
     return pipe, params
 
 
-def random_prompt_encoder(device: str, prompt_tokens: int = 128):
-    """Stand-in for Gemma 3: random hidden states of its output shape, left-padded like its tokenizer."""
+def random_prompt_encoder(device: str, version: str = "2.0", prompt_tokens: int = 128):
+    """Stand-in for the Gemma text encoder: random hidden states of its output shape, left-padded like its
+    tokenizer."""
     import torch
 
+    tokens, states, hidden = TEXT_SHAPE[version]
     g = torch.Generator(device).manual_seed(0)
-    embeds = torch.randn(1, TEXT_TOKENS, TEXT_STATES * TEXT_HIDDEN, generator=g, device=device, dtype=torch.bfloat16)
-    mask = torch.zeros(1, TEXT_TOKENS, dtype=torch.long, device=device)
+    embeds = torch.randn(1, tokens, states * hidden, generator=g, device=device, dtype=torch.bfloat16)
+    mask = torch.zeros(1, tokens, dtype=torch.long, device=device)
     mask[:, -prompt_tokens:] = 1
 
     def encode(request, cfg, _device):
@@ -158,10 +113,76 @@ def _scene(gen, req, runs):
     return out, results[-1]
 
 
+class TokenCount:
+    """How many video tokens the transformer sees per call (the clip's and the appended ones)."""
+
+    def __init__(self, transformer):
+        self.transformer, self.seen = transformer, None
+
+    def __enter__(self):
+        def hook(module, args, kwargs):
+            if self.seen is None:
+                n = int(kwargs["num_frames"]) * int(kwargs["height"]) * int(kwargs["width"])
+                self.seen = {"clip": n, "appended": int(kwargs["hidden_states"].shape[1]) - n}
+        self.handle = self.transformer.register_forward_pre_hook(hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def memory_request(mode: str, req, characters: int, work: Path, reference_frames: int):
+    """The scene ``req`` with the conditions storygraph's planner gives it in ``mode`` (random remembered frames)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from storygraph.domain import Appearance, Candidate, Character, Environment, SceneSpec, Transition
+    from storygraph.engine import media, sheets
+    from storygraph.engine.conditioning import plan_conditioning
+    from storygraph.engine.generators import ReferenceInput
+
+    rs = np.random.RandomState(0)
+    w, h = req.width, req.height
+
+    def image(name):
+        return str(media.save_image(work / f"{name}.png", (rs.rand(h, w, 3) * 255).astype(np.uint8)))
+
+    cast = [Character(f"c{i}", f"Character {i}", "a person in a coat") for i in range(characters)]
+    memories = {}
+    for i, c in enumerate(cast):
+        app = Appearance(id=f"a{i}", character_id=c.id, scene_id="s0", frame_index=0, frame_path=image(c.id),
+                         strength=1.0, reinforced_clock=0.0, identity_score=0.9, clip=[], dino=[])
+        memories[c.id] = [Candidate(app, score=1.0 - i / 10, relevance=0.8, retention=0.8, quality=0.9, identity=0.9)]
+    spec = SceneSpec(id="s1", action="they walk", characters=tuple(c.id for c in cast), width=w, height=h,
+                     frames=req.frames)
+    place = Environment("pier", "a wooden pier at night", "The pier", image("pier"))
+    if mode == "extend":
+        parent = [(rs.rand(h, w, 3) * 255).astype(np.uint8) for _ in range(9)]
+        plan = plan_conditioning(spec, Transition("s0", "s1", "continuous"), memories, parent, characters=cast,
+                                 parent_characters=spec.characters, width=w, height=h)
+    else:
+        plan = plan_conditioning(spec, Transition("s0", "s1", "cut"), memories, None, characters=cast,
+                                 environment=place, mode=mode, reference_available=True, width=w, height=h)
+    reference = None
+    if plan.sheet is not None:
+        reference = ReferenceInput([sheets.compose(plan.sheet.panels, w, h)], loop=reference_frames != 1,
+                                   description=sheets.describe(plan.sheet.panels, w, h))
+    return replace(req, conditions=plan.conditions, reference=reference), plan
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    ap.add_argument("--real-size", action="store_true", help="the published 19B architecture (needs a big GPU)")
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--real-size", action="store_true", help="the published architecture (needs a big GPU)")
+    size.add_argument("--tiny", action="store_true", help="the tiny random pipeline (the default)")
+    ap.add_argument("--version", choices=("2.0", "2.3", "2.5"), default="2.0", help="LTX-2 checkpoint generation")
+    ap.add_argument("--mode", default=None, help="also time a scene with memory in each of these modes (comma-separated: "
+                    "extend, context, reference, keyframe; all)")
+    ap.add_argument("--characters", type=int, default=2, help="remembered characters in the --mode scene")
+    ap.add_argument("--reference-frames", type=int, choices=(0, 1), default=0,
+                    help="reference mode: 0 loops the sheet over the clip (as trained), 1 gives one frame")
     ap.add_argument("--width", type=int)
     ap.add_argument("--height", type=int)
     ap.add_argument("--frames", type=int)
@@ -172,6 +193,9 @@ def main(argv=None) -> int:
     ap.add_argument("--two-stage", action="store_true",
                     help="also time the two-stage path: half size, 2x latent upsampler, 3 refining steps")
     args = ap.parse_args(argv)
+    modes = [] if not args.mode else list(MODES) if args.mode == "all" else [m.strip() for m in args.mode.split(",")]
+    if any(m not in MODES for m in modes):
+        ap.error(f"--mode: each of {', '.join(MODES)} (or all), got {args.mode!r}")
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import numpy as np
@@ -182,24 +206,35 @@ def main(argv=None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print(json.dumps({"error": "no CUDA device"}))
         return 1
+    if args.device == "cpu":
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+    work = Path(tempfile.mkdtemp(prefix="bench-generate-"))
     t0 = time.perf_counter()
     if args.real_size:
         if args.device != "cuda":
-            log("warning: --real-size on the CPU needs ~45 GB of RAM and hours")
-        pipe, params = build_real_pipeline(args.device)
-        gen = LTX2Generator(pipe, device=args.device, dtype=torch.bfloat16, vae_tiling=args.vae_tiling,
-                            prompt_encoder=random_prompt_encoder(args.device), source="random:Lightricks/LTX-2")
-        w, h, f = args.width or 768, args.height or 512, args.frames or 121
-        model = "LTX-2 19B architecture, random bf16 weights (text encoder replaced by random embeddings)"
-    else:
-        from storygraph.engine.tiny.ltx2 import make_ltx2
+            log("warning: --real-size on the CPU needs ~50 GB of RAM and hours")
+        pipe, params = build_real_pipeline(args.device, args.version)
+        lora = None
+        if "reference" in modes:
+            from storygraph.engine.tiny.ltx2 import make_ic_lora
 
-        folder = make_ltx2(Path(tempfile.mkdtemp(prefix="tiny-ltx2-")))
-        gen = LTX2Generator.from_pretrained(folder, device=args.device, vae_tiling=args.vae_tiling)
+            lora = make_ic_lora(pipe.transformer, work / "ic-lora", rank=32)
+        gen = LTX2Generator(pipe, device=args.device, dtype=torch.bfloat16, vae_tiling=args.vae_tiling,
+                            prompt_encoder=random_prompt_encoder(args.device, args.version), ic_lora=lora,
+                            source=f"random:LTX-{args.version}")
+        w, h, f = args.width or 768, args.height or 512, args.frames or 121
+        model = (f"LTX-{args.version} architecture ({PUBLISHED_PARAMS[args.version]}), random bf16 weights (text "
+                 "encoder replaced by random embeddings)")
+    else:
+        from storygraph.engine.tiny.ltx2 import make_ic_lora, make_ltx2
+
+        folder = make_ltx2(work / "tiny-ltx2", version=args.version)
+        lora = make_ic_lora(folder, work / "ic-lora") if "reference" in modes else None
+        gen = LTX2Generator.from_pretrained(folder, device=args.device, vae_tiling=args.vae_tiling, ic_lora=lora)
         params = {n: sum(p.numel() for p in getattr(gen.pipe, n).parameters())
                   for n in ("transformer", "connectors", "vae", "audio_vae", "vocoder", "text_encoder")}
         w, h, f = args.width or 128, args.height or 128, args.frames or 33
-        model = "tiny random LTX-2 (storygraph.engine.tiny.ltx2)"
+        model = f"tiny random LTX-{args.version} (storygraph.engine.tiny.ltx2)"
     build_s = time.perf_counter() - t0
     log(f"built {model} in {build_s:.1f}s: {sum(params.values()) / 1e9:.2f}B parameters")
 
@@ -209,13 +244,15 @@ def main(argv=None) -> int:
     gen.generate(req)  # warm-up: kernels, allocator, cuDNN/cuBLAS autotuning
     warmup_s = time.perf_counter() - t
     log(f"warm-up scene {warmup_s:.1f}s")
-    plain, last = _scene(gen, req, args.runs)
+    with TokenCount(gen.pipe.transformer) as tokens:
+        plain, last = _scene(gen, req, args.runs)
     log(f"scene {plain['total_s']:.2f}s (denoise {plain['denoise_s']:.2f}s, vae decode {plain['vae_decode_s']:.2f}s): "
         + json.dumps({k: v for k, v in plain.items() if k != "attempts"}))
 
     out = {
         "seconds_per_scene": round(plain["total_s"], 4),
         "denoise_s": round(plain["denoise_s"], 4),
+        "denoise_share": round(plain["denoise_s"] / plain["total_s"], 4) if plain["total_s"] else None,
         "vae_encode_s": round(plain["vae_encode_s"], 4),
         "vae_decode_s": round(plain["vae_decode_s"], 4),
         "audio_decode_s": round(plain.get("audio_decode_s", 0.0), 4),
@@ -223,18 +260,40 @@ def main(argv=None) -> int:
         "postprocess_s": round(plain.get("postprocess_s", 0.0), 4),
         "other_s": round(plain.get("other_s", 0.0), 4),
         "peak_gib": round(plain["peak_gib"], 3),
+        "tokens": tokens.seen,
         "width": last.width, "height": last.height, "frames": last.num_frames, "steps": args.steps,
         "runs": args.runs, "warmup_s": round(warmup_s, 3), "build_s": round(build_s, 3),
         "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
+        "version": args.version, "preset": gen.preset.name,
         "model": model, "parameters": sum(params.values()), "parameters_by_component": params,
         "vae_tiling": gen.vae_tiling, "attempts": plain["attempts"],
         "torch": torch.__version__,
     }
-    if args.real_size and args.device == "cuda":
+    if args.real_size and args.device == "cuda" and args.version == "2.0":
         out["published_h100_s"] = PUBLISHED_H100_S
         out["ratio_to_published"] = round(plain["total_s"] / PUBLISHED_H100_S, 3)
 
-    if not args.no_conditioned:
+    if modes:
+        out["modes"] = {}
+    for mode in modes:
+        mreq, plan = memory_request(mode, req, args.characters, work, args.reference_frames)
+        gen.generate(mreq)  # warm-up (and, in reference mode, loading the IC-LoRA)
+        with TokenCount(gen.pipe.transformer) as mtokens:
+            timed, mlast = _scene(gen, mreq, args.runs)
+        out["modes"][mode] = {
+            "plan_mode": plan.mode, "characters": args.characters,
+            "records": [f"{r.role}/{r.mode} at {r.frame_index}" for r in plan.records],
+            "seconds_per_scene": round(timed["total_s"], 4), "denoise_s": round(timed["denoise_s"], 4),
+            "denoise_share": round(timed["denoise_s"] / timed["total_s"], 4) if timed["total_s"] else None,
+            "vae_encode_s": round(timed["vae_encode_s"], 4), "peak_gib": round(timed["peak_gib"], 3),
+            "tokens": mtokens.seen, "cache_hits": timed["cache_hits"],
+            "ratio_to_plain": round(timed["total_s"] / plain["total_s"], 4) if plain["total_s"] else None,
+            "denoise_ratio_to_plain": round(timed["denoise_s"] / plain["denoise_s"], 4) if plain["denoise_s"] else None,
+            "reference": mlast.settings.get("reference"),
+        }
+        log(f"{mode} scene {timed['total_s']:.2f}s (denoise {timed['denoise_s']:.2f}s), tokens {mtokens.seen}")
+        print(json.dumps(out), file=sys.stderr, flush=True)  # what is measured survives a failure further on
+    if not modes and not args.no_conditioned:
         # a continuous transition: the parent's last 9 frames at index 0
         rs = np.random.RandomState(0)
         parent = [(rs.rand(h, w, 3) * 255).astype(np.uint8) for _ in range(9)]
@@ -259,7 +318,7 @@ def main(argv=None) -> int:
         log(f"conditioned: encode {cold['vae_encode_s']:.3f}s = {100 * share:.2f}% of the scene")
     if args.two_stage:
         print(json.dumps(out), file=sys.stderr, flush=True)  # the one-stage figures survive a failure below
-        gen.upsampler = build_upsampler(args.device) if args.real_size else _tiny_upsampler(args.device)
+        gen.upsampler = build_upsampler(args.device, args.version) if args.real_size else _tiny_upsampler(args.device)
         gen.generate(req)  # warm-up at the stage-1 size
         two, last2 = _scene(gen, req, args.runs)
         out["two_stage"] = {
@@ -273,12 +332,13 @@ def main(argv=None) -> int:
     return 0
 
 
-def build_upsampler(device: str):
+def build_upsampler(device: str, version: str = "2.0"):
     import torch
     from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 
+    cfg = configs(version if version != "2.5" else "2.3")  # 2.5's upsampler is not in the converter: 2.3's shape
     torch.manual_seed(0)  # small (0.5B): built on the CPU, where its integer blur kernel can be made
-    return LTX2LatentUpsamplerModel.from_config(REAL_CONFIGS["latent_upsampler"]).eval().to(device, torch.bfloat16)
+    return LTX2LatentUpsamplerModel.from_config(cfg["latent_upsampler"]).eval().to(device, torch.bfloat16)
 
 
 def _tiny_upsampler(device: str):

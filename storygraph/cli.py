@@ -474,6 +474,52 @@ def export(directory, graph, story_id, fmt, out, min_identity, min_text_alignmen
 
 
 @main.command()
+@folder_options()
+@click.option("--story", "story_id", default=None, help="story id, when the graph holds several")
+@click.option("--database", default=None, envvar="NEO4J_DATABASE", help="Neo4j database name")
+@click.option("--modes", default="context,reference,keyframe", show_default=True,
+              help="memory modes to compare, comma-separated (extend, context, reference, keyframe)")
+@click.option("--scenes", default=None, help="scene ids, comma-separated (default: every generated scene with characters)")
+@click.option("--out", default=None, help="output folder for compare.json and compare.png (default DIR/compare)")
+def compare(directory, graph, story_id, database, modes, scenes, out):
+    """Generate the same scenes under several memory modes as sibling takes (the chosen takes stay) and compare
+    cross-shot identity and consistency per mode and per recurrence gap."""
+    from rich.table import Table
+
+    _existing(directory)
+    wanted = [m.strip() for m in modes.split(",") if m.strip()]
+    scene_ids = [s.strip() for s in scenes.split(",") if s.strip()] if scenes else None
+    console = _console()
+    engine = _engine(directory, graph, story_id, database)
+    try:
+        with _holding(engine):
+            result = engine.compare(wanted, scene_ids, progress=lambda sid, mode, info: console.print(
+                f"{sid}: {mode}{' (take already made)' if info.get('reused') else ''}"))
+    except Exception as e:  # noqa: BLE001
+        _unexpected(e)
+    finally:
+        engine.close()
+    if result.random_weights:
+        console.print(f"[bold yellow]{result.note}[/]", markup=True)
+
+    def fmt(v):
+        return "" if v is None else f"{v:.3f}"
+
+    table = Table("mode", "scenes", "identity", "subject consistency", "background consistency")
+    for mode, row in result.by_mode().items():
+        table.add_row(mode, str(row["scenes"]), fmt(row["identity"]), fmt(row["subject_consistency"]),
+                      fmt(row["background_consistency"]))
+    console.print(table)
+    gaps = Table("scenes since last seen", *result.modes)
+    for label, row in result.by_gap().items():
+        if any(cell["n"] for cell in row.values()):
+            gaps.add_row(label, *(f"{fmt(row[m]['identity'])} (n={row[m]['n']})" for m in result.modes))
+    console.print(gaps)
+    paths = result.write(out or Path(directory) / "compare")
+    console.print(f"wrote {paths['json']} and {paths['png']}")
+
+
+@main.command()
 @folder_options(positional=True)
 @click.option("--story", "story_id", default=None, help="story id, when the graph holds several")
 @click.option("--out", default=None, help="output folder (default DIR/report)")
@@ -491,7 +537,11 @@ def report(directory, graph, story_id, out):
 @main.command()
 @folder_options(positional=True, default="storygraph-demo")
 @click.option("--overwrite", is_flag=True, help="replace the folder if it exists")
-def demo(directory, graph, overwrite):
+@click.option("--ltx-version", type=click.Choice(["2.0", "2.3", "2.5"]), default="2.3", show_default=True,
+              help="the LTX-2 generation of the tiny checkpoint (2.5: Gemma 4 text encoder, duration head)")
+@click.option("--ic-lora", is_flag=True, help="also build a tiny random IC-LoRA: cuts go in as reference sheets")
+@click.option("--until", default=None, help="stop after this scene")
+def demo(directory, graph, overwrite, ltx_version, ic_lora, until):
     """The example story end to end with tiny random-weight models made on the spot (a smoke run)."""
     import shutil
     import time
@@ -506,13 +556,14 @@ def demo(directory, graph, overwrite):
     t0 = time.perf_counter()
     console = _console()
     console.print(f"[bold yellow]{demo_mod.SMOKE_NOTE}[/]", markup=True)
-    console.print("building tiny CLIP, DINOv2 and LTX-2 models from configs…")
-    config = demo_mod.prepare(d)
-    story = demo_mod.demo_story(_load_story(str(demo_mod.example_story_path())))
+    console.print(f"building tiny CLIP, DINOv2 and LTX-{ltx_version} models from configs"
+                  f"{' and a tiny IC-LoRA' if ic_lora else ''}…")
+    config = demo_mod.prepare(d, ltx_version=ltx_version, ic_lora=ic_lora)
+    story = demo_mod.demo_story(_load_story(str(demo_mod.example_story_path())), refs_dir=d / "refs")
     engine = _engine(d, graph, config=config)
     try:
         engine.load(story)
-        _run_with_progress(engine)
+        _run_with_progress(engine, until=until)
         _summary(engine)
         from .engine.report import write_report
 
@@ -583,7 +634,7 @@ def models():
 @models.command("check")
 @folder_options(default=".")
 def models_check_cmd(directory, graph):
-    """List the configured encoder and generator models, whether their files are present, and the device."""
+    """List the configured models, whether their files are present, the LTX-2 version, and the device."""
     from rich.table import Table
 
     from .config import Config
@@ -591,10 +642,10 @@ def models_check_cmd(directory, graph):
 
     config = Config.load(directory)
     rows = models_check(config, story_dir=directory)
-    table = Table("model", "role", "source", "present", "device", "note")
+    table = Table("model", "role", "source", "present", "version", "device", "note")
     for r in rows:
-        table.add_row(r["name"], r["role"], r["source"], "yes" if r["present"] else "[red]no[/]", r["device"],
-                      r.get("note", ""))
+        table.add_row(r["name"], r["role"], r["source"], "yes" if r["present"] else "[red]no[/]",
+                      f"LTX-{r['version']}" if r.get("version") else "", r["device"], r.get("note", ""))
     _console().print(table)
     if not all(r["present"] for r in rows):
         sys.exit(EXIT_FAILED)

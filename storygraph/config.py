@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from .domain import MemoryParams, Scores, setting
+from .domain import MEMORY_MODES, MemoryParams, Scores, setting
 from .errors import InvalidInput
 
 if sys.version_info >= (3, 11):
@@ -33,9 +33,16 @@ class ModelsConfig:
     offload: str = setting("", "CPU offload of the generator", expected='"", "model" or "sequential"',
                            choices=("", "model", "sequential"))
     vae_tiling: bool = setting(False, "decode the video in tiles (less memory, a little slower)")
+    preset: str = setting("distilled", "sampling preset: distilled (8 steps, no guidance), full (the dev model's "
+                          "recipe for its version: CFG, STG, modality guidance) or auto (the checkpoint's variant)",
+                          expected='"distilled", "full" or "auto"', choices=("distilled", "full", "auto"))
+    ic_lora: str = setting("", "IC-LoRA for reference-mode memory (e.g. LTX-2.3's Ingredients): a .safetensors file "
+                           "or a folder holding one; empty: no reference mode")
 
 
 _BEST_TAKE_BY = (*Scores.names(), "mean")
+_CONTINUOUS_MODES = ("auto", *MEMORY_MODES)
+_CUT_MODES = ("auto", *(m for m in MEMORY_MODES if m != "extend"))
 
 
 @dataclass(frozen=True)
@@ -46,10 +53,29 @@ class EngineConfig:
                                 choices=_BEST_TAKE_BY)
     observe_frames: int = setting(8, "frames the observer samples besides the first and the last")
     extension_frames: int = setting(9, "parent frames given to a continuous transition")
-    keyframe_strength: float = setting(0.6, "strength of a retrieved appearance on a cut")
-    time_skip_strength: float = setting(0.5, "strength of a retrieved appearance after a time skip")
-    keyframe_index: int = setting(0, "output frame of retrieved appearances (0: the shot opens on them)")
-    max_keyframes: int = setting(4, "retrieved appearances per scene at most")
+    memory_continuous: str = setting("extend", "how memory reaches the model after a continuous transition: extend "
+                                     "(the parent's last frames open the clip; characters it did not show come as "
+                                     "context), or context, reference, keyframe (with the extension)",
+                                     expected="one of: " + ", ".join(_CONTINUOUS_MODES), choices=_CONTINUOUS_MODES)
+    memory_cut: str = setting("auto", "how memory reaches the model after a cut (and in an opening scene): context "
+                              "(clean tokens before the clip, never shown), reference (an IC-LoRA reference sheet), "
+                              "keyframe (a frame inside the clip); auto: reference with an ic_lora, else context",
+                              expected="one of: " + ", ".join(_CUT_MODES), choices=_CUT_MODES)
+    memory_time_skip: str = setting("auto", "how memory reaches the model after a time skip (as memory_cut)",
+                                    expected="one of: " + ", ".join(_CUT_MODES), choices=_CUT_MODES)
+    context_downscale: int = setting(2, "context memory at 1/d of the frame's width and height (d² fewer tokens; "
+                                     "2: a 768x512 memory costs 96 tokens instead of 384)",
+                                     expected="1, 2 or 4", choices=(1, 2, 4))
+    max_context: int = setting(4, "context memories per scene at most (one per character, best first)",
+                               expected="an integer from 1 to 16", lo=1, hi=16)
+    reference_views: int = setting(2, "a character's best appearances in its cell of a reference sheet",
+                                   expected="an integer from 1 to 4", lo=1, hi=4)
+    reference_loop: bool = setting(True, "give the reference sheet as a static video the clip's length (as the "
+                                   "Ingredients IC-LoRA was trained; doubles the tokens) instead of one frame")
+    keyframe_strength: float = setting(0.6, "strength of a memory in keyframe mode after a cut")
+    time_skip_strength: float = setting(0.5, "strength of a memory in keyframe mode after a time skip")
+    keyframe_index: int = setting(0, "output frame of memory in keyframe mode (0: the shot opens on it)")
+    max_keyframes: int = setting(4, "keyframe memories per scene at most")
     look_strength: float = setting(0.2, "the parent's last frame across a cut with no memory (0: off)")
     extension_strength: float = setting(1.0, "strength of the parent's frames on a continuous transition")
     retrieve_k: int = setting(4, "prior appearances retrieved per character")

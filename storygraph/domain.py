@@ -21,6 +21,14 @@ TRANSITION_KINDS: tuple[str, ...] = ("continuous", "cut", "time_skip")
 SceneStatus = Literal["planned", "generating", "done", "failed"]
 SCENE_STATUSES: tuple[str, ...] = ("planned", "generating", "done", "failed")
 
+#: How a scene's memory reaches the model (see README "Memory modes"):
+#: extend    the parent's last frames at index 0 (a continuous transition only);
+#: context   remembered appearances as clean tokens placed before the clip in time, never shown in it;
+#: reference an IC-LoRA reference sheet of the remembered appearances and the place;
+#: keyframe  a frame placed inside the clip's timeline (what a story file's explicit references ask for).
+MemoryMode = Literal["extend", "context", "reference", "keyframe"]
+MEMORY_MODES: tuple[str, ...] = ("extend", "context", "reference", "keyframe")
+
 #: Story time that passes across a transition when the story file gives no ``gap``.
 DEFAULT_GAPS: dict[str, float] = {"continuous": 1.0, "cut": 2.0, "time_skip": 10.0}
 
@@ -156,6 +164,7 @@ class SceneSpec:
     camera: str = ""
     # one Optional field per generation setting is inserted here
     references: tuple[Reference, ...] = ()
+    memory: Optional[str] = None  # one of MEMORY_MODES; None: the mode storygraph.toml gives the transition kind
 
     def generation(self) -> dict[str, Any]:
         """The generation settings as given (``None`` where the story's default applies)."""
@@ -289,13 +298,14 @@ class Appearance:
 class ConditionRecord:
     """Provenance of one conditioning input: a ``CONDITIONED_ON`` edge."""
 
-    role: str  # extension | keyframe | reference
-    target_kind: str  # "Appearance" | "Scene"
+    role: str  # extension | memory | reference | place | look
+    target_kind: str  # "Appearance" | "Scene" | "Reference"
     target_id: str
-    frame_index: int
+    frame_index: int  # the output frame it sits at; negative for context memory: the pixel time before the clip
     strength: float
     score: Optional[float]
     reason: str
+    mode: str = ""  # how it reached the model: one of MEMORY_MODES
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .domain import (
-    TRANSITION_KINDS, Character, Environment, GenerationDefaults, Reference, SceneSpec, Setting, Story, Transition,
+    MEMORY_MODES, TRANSITION_KINDS, Character, Environment, GenerationDefaults, Reference, SceneSpec, Setting, Story, Transition,
     generation_settings,
 )
 from .errors import InvalidInput
@@ -319,6 +319,14 @@ _STRENGTH = _number(0, 1, "a strength from 0 to 1")
 _FRAME_INDEX = _integer(0, 1024, "a frame index from 0 to frames - 1")
 
 
+def _memory_mode(r: _Reader, node: Node, field: str) -> str:
+    expected = _one_of(list(MEMORY_MODES))
+    v = _string(nonempty=True)(r, node, field)
+    if v not in MEMORY_MODES:
+        r.fail(node, field, f"unknown memory mode {v!r}{_did_you_mean(v, list(MEMORY_MODES))}", expected)
+    return v
+
+
 def _id_list(r: _Reader, node: Node, field: str) -> list[tuple[str, Node]]:
     return r.sequence(node, field, lambda rr, n, f: (_ident(rr, n, f), n), "a list of ids")
 
@@ -350,6 +358,7 @@ _SCENE = {
     "id": _F(_ident, True), "action": _F(_string(True), True), "characters": _F(_id_list),
     "environment": _F(_ident), "title": _F(_string()), "lighting": _F(_string()), "weather": _F(_string()),
     "camera": _F(_string()), **_GENERATION, "references": _F(_list_of(_REFERENCE, "reference mapping")),
+    "memory": _F(_memory_mode),
 }
 _TRANSITION = {
     "from": _F(_ident, True), "to": _F(_ident, True), "kind": _F(_string(True), True), "gap": _F(_GAP),
@@ -493,6 +502,14 @@ def _build(r: _Reader, top: _Rec, source_path: str) -> Story:
     scene_ids = [s.id for s in scenes]
 
     transitions = _transitions(r, top, scene_ids)
+    into = {t.to_id: t.kind for t in transitions}
+    for rec, spec in zip(scene_recs, scenes):
+        if spec.memory == "extend" and into.get(spec.id) != "continuous":
+            came = f"a {into[spec.id]} transition" if spec.id in into else "no transition (it opens a timeline)"
+            r.fail(rec.nodes["memory"], rec.sub("memory"),
+                   f"memory mode extend continues the parent's last frames, but this scene follows {came}",
+                   "extend only on a scene entered by a continuous transition; else one of: context, reference, "
+                   "keyframe")
     return Story(
         id=story.get("id"), title=story.get("title", story.get("id")),
         characters=tuple(characters), environments=tuple(environments), scenes=tuple(scenes),
@@ -549,7 +566,7 @@ def _scene(r: _Reader, rec: _Rec, char_ids: list[str], env_ids: list[str],
     return SceneSpec(
         id=rec.get("id"), action=rec.get("action"), characters=tuple(cast), environment=env,
         title=rec.get("title", ""), lighting=rec.get("lighting", ""), weather=rec.get("weather", ""),
-        camera=rec.get("camera", ""), references=tuple(references), **gen,
+        camera=rec.get("camera", ""), references=tuple(references), memory=rec.get("memory"), **gen,
     )
 
 

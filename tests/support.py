@@ -41,7 +41,7 @@ SHORT_TRANSITIONS = (
 
 def harbor_story(scene_ids=SHORT_SCENES, transitions=SHORT_TRANSITIONS, story_id: str = "harbor-short"):
     """The example story cut down to ``scene_ids`` joined by ``transitions`` (from, to, kind, gap), at the
-    tiny models' size (32x32, 9 frames, 2 steps)."""
+    tiny models. size (64x64, 9 frames, 2 steps)."""
     from storygraph.engine.demo import demo_story
 
     full = demo_story(load_story(EXAMPLE))

@@ -1,13 +1,19 @@
-"""The conditioning plan: continuous extension, keyframes from retrieved memory, explicit references."""
+"""The conditioning plan: the memory mode of each scene, continuous extension, context memory, keyframes, reference
+sheets, a character's reference image as memory, explicit references."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from storygraph.config import EngineConfig
-from storygraph.domain import Appearance, Candidate, Reference, SceneSpec, Transition
-from storygraph.engine.conditioning import ConditioningParams, plan_conditioning
+from storygraph.domain import Appearance, Candidate, Character, Reference, SceneSpec, Transition
+from storygraph.engine.conditioning import ConditioningParams, plan_conditioning, resolve_mode
+from storygraph.engine.generators import ConditionInput, MemoryInput
+
+KEYFRAME = ConditioningParams(memory_cut="keyframe", memory_time_skip="keyframe")
 
 
 def _frames(n, seed=0, size=16):
@@ -42,12 +48,11 @@ def test_continuous_extends_from_the_parents_last_frames():
     assert rec.reason == "continuous from s03: its last 9 frames at index 0, strength 1.0"
 
 
-def test_cut_uses_each_characters_top_memory_as_a_keyframe():
+def test_cut_in_keyframe_mode_uses_each_characters_top_memory_as_a_keyframe():
     scene = SceneSpec(id="s05", action="they meet at the harbor", characters=("tom", "mara", "ines"), frames=121)
-    plan = plan_conditioning(scene, Transition("s04", "s05", "cut"), MEMORIES, _frames(12))
+    plan = plan_conditioning(scene, Transition("s04", "s05", "cut"), MEMORIES, _frames(12), params=KEYFRAME)
 
-    roles = [r.role for r in plan.records]
-    assert roles == ["keyframe", "keyframe"]  # no extension on a cut, even with parent frames at hand
+    assert [(r.role, r.mode) for r in plan.records] == [("memory", "keyframe")] * 2  # no extension on a cut
     by_target = {r.target_id: (r, c) for r, c in zip(plan.records, plan.conditions)}
     mara_rec, mara_cond = by_target["a-mara-s02"]  # the higher-scoring of mara's two candidates
     tom_rec, tom_cond = by_target["a-tom-s01"]
@@ -58,14 +63,14 @@ def test_cut_uses_each_characters_top_memory_as_a_keyframe():
     assert mara_rec.strength == pytest.approx(0.6) and mara_cond.strength == pytest.approx(0.6)
     assert mara_rec.score == pytest.approx(0.87) and mara_rec.target_kind == "Appearance"
     assert mara_rec.reason == ("cut: mara's nearest prior appearance (scene s02, score 0.87: relevance 0.81, "
-                               "retention 0.74, quality 0.92) at index 0, strength 0.6")
-    assert plan.notes == ["cut: no prior appearance of ines on this timeline"]
+                               "retention 0.74, quality 0.92) as a keyframe at index 0, strength 0.6")
+    assert plan.notes == ["cut: no prior appearance of ines on this timeline and no reference image"]
 
 
-def test_time_skip_lowers_strength_and_says_so():
+def test_time_skip_in_keyframe_mode_lowers_strength_and_says_so():
     scene = SceneSpec(id="s06", action="years later", characters=("mara",))
     plan = plan_conditioning(scene, Transition("s05", "s06", "time_skip", gap=10), MEMORIES, None,
-                             names={"mara": "Mara"})
+                             names={"mara": "Mara"}, params=KEYFRAME)
     (rec,) = plan.records
     assert rec.strength == pytest.approx(0.5)
     assert rec.reason.startswith("time skip (gap 10): Mara's nearest prior appearance (scene s02, score 0.87")
@@ -74,14 +79,15 @@ def test_time_skip_lowers_strength_and_says_so():
 def test_character_reference_replaces_retrieved_memory(tmp_path):
     ref = Reference(path="refs/mara_coat.png", kind="costume", character="mara", frame_index=0, strength=0.9)
     scene = SceneSpec(id="s05", action="", characters=("mara", "tom"), references=(ref,))
-    plan = plan_conditioning(scene, Transition("s04", "s05", "cut"), MEMORIES, None, base_dir=tmp_path)
+    plan = plan_conditioning(scene, Transition("s04", "s05", "cut"), MEMORIES, None, base_dir=tmp_path,
+                             params=KEYFRAME)
 
-    assert [r.role for r in plan.records] == ["reference", "keyframe"]
+    assert [(r.role, r.mode) for r in plan.records] == [("reference", "keyframe"), ("memory", "keyframe")]
     ref_rec, tom_rec = plan.records
     assert ref_rec.target_id == "refs/mara_coat.png" and ref_rec.frame_index == 0
     assert plan.conditions[0].frames == [str(tmp_path / "refs/mara_coat.png")]
     assert plan.conditions[0].strength == pytest.approx(0.9)
-    assert "replaces mara's retrieved memory" in ref_rec.reason
+    assert "replaces mara's memory" in ref_rec.reason
     assert tom_rec.target_id == "a-tom-s01" and tom_rec.frame_index == 1  # frame 0 belongs to the reference
     assert all(r.target_id not in ("a-mara-s01", "a-mara-s02") for r in plan.records)
 
@@ -115,7 +121,7 @@ def test_params_from_engine_config_and_short_scenes():
     params = ConditioningParams.from_config(cfg)
     assert (params.extension_frames, params.keyframe_strength, params.keyframe_index) == (17, 0.4, 9)
     scene = SceneSpec(id="s05", action="", characters=("mara", "tom"), frames=9)  # a single latent chunk after 0
-    plan = plan_conditioning(scene, Transition("s04", "s05", "cut"), MEMORIES, None, params=params)
+    plan = plan_conditioning(scene, Transition("s04", "s05", "cut"), MEMORIES, None, mode="keyframe", params=params)
     # index 9 is past a 9-frame scene: both keyframes land on the last position there is (frame 1)
     assert [r.frame_index for r in plan.records] == [1, 1]
     assert [r.strength for r in plan.records] == [pytest.approx(0.4)] * 2
@@ -124,13 +130,112 @@ def test_params_from_engine_config_and_short_scenes():
 def test_cut_without_memory_carries_the_parents_look_weakly():
     spec = SceneSpec("s3", "wipes the window", ("tomas",), frames=121)
     parent = _frames(9, seed=3)
-    plan = plan_conditioning(spec, Transition("s2", "s3", "cut"), {"tomas": []}, parent)
-    assert [r.role for r in plan.records] == ["look"]
-    rec, cond = plan.records[0], plan.conditions[0]
-    assert (rec.target_kind, rec.target_id, rec.frame_index, rec.strength) == ("Scene", "s2", 0, 0.2)
-    assert np.array_equal(cond.frames[0], parent[-1]) and cond.strength == 0.2
+    cut = Transition("s2", "s3", "cut")
+    for mode, where, kind in (("keyframe", 0, ConditionInput), ("context", -8, MemoryInput)):
+        plan = plan_conditioning(spec, cut, {"tomas": []}, parent, mode=mode)
+        assert [(r.role, r.mode) for r in plan.records] == [("look", mode)]
+        rec, cond = plan.records[0], plan.conditions[0]
+        assert (rec.target_kind, rec.target_id, rec.frame_index, rec.strength) == ("Scene", "s2", where, 0.2)
+        assert isinstance(cond, kind) and np.array_equal(cond.frames[0], parent[-1]) and cond.strength == 0.2
+    assert plan.conditions[0].before == 1 and plan.conditions[0].downscale == 1
     # with memory there is no look condition, and the knob turns it off
     memory = {"tomas": [_cand("a1", "tomas", "s1", 0.9)]}
-    assert "look" not in [r.role for r in plan_conditioning(spec, Transition("s2", "s3", "cut"), memory, parent).records]
-    off = plan_conditioning(spec, Transition("s2", "s3", "cut"), {}, parent, params=ConditioningParams(look_strength=0))
+    assert "look" not in [r.role for r in plan_conditioning(spec, cut, memory, parent).records]
+    off = plan_conditioning(spec, cut, {}, parent, params=ConditioningParams(look_strength=0))
     assert off.records == [] and off.conditions == []
+
+
+# -- memory modes -------------------------------------------------------------------------------------------------
+def test_mode_per_transition_kind_with_auto_and_overrides():
+    p = ConditioningParams()
+    scene = SceneSpec("s", "x")
+    assert resolve_mode(scene, "continuous", p, False) == ("extend", [])
+    assert resolve_mode(scene, "cut", p, False) == ("context", [])
+    assert resolve_mode(scene, "cut", p, True) == ("reference", [])  # auto: reference when an IC-LoRA is there
+    assert resolve_mode(scene, "time_skip", p, True) == ("reference", [])
+    assert resolve_mode(scene, None, p, False) == ("context", [])  # an opening scene is a new shot, like a cut
+    keyed = ConditioningParams(memory_cut="keyframe", memory_time_skip="context")
+    assert resolve_mode(scene, "cut", keyed, True)[0] == "keyframe"
+    assert resolve_mode(scene, "time_skip", keyed, True)[0] == "context"
+    # the scene's own memory wins over the config, a plan's override over both
+    assert resolve_mode(SceneSpec("s", "x", memory="keyframe"), "cut", p, True)[0] == "keyframe"
+    assert resolve_mode(SceneSpec("s", "x", memory="keyframe"), "cut", p, True, override="context")[0] == "context"
+    # what cannot be done falls back to context, and says so
+    mode, notes = resolve_mode(SceneSpec("s", "x", memory="reference"), "cut", p, False)
+    assert mode == "context" and notes == ["memory mode reference (the scene's memory) needs an IC-LoRA "
+                                           "([models] ic_lora); used context"]
+    mode, notes = resolve_mode(SceneSpec("s", "x", memory="extend"), "cut", p, False)
+    assert mode == "context" and "needs a continuous transition" in notes[0]
+    with pytest.raises(ValueError, match="unknown memory mode"):
+        resolve_mode(scene, "cut", p, False, override="pixels")
+
+
+def test_cut_in_context_mode_puts_memory_before_the_clip_best_first():
+    scene = SceneSpec(id="s05", action="they meet", characters=("tom", "mara", "ines"), frames=121, width=768,
+                      height=512)
+    plan = plan_conditioning(scene, Transition("s04", "s05", "cut"), MEMORIES, _frames(12))
+    assert plan.mode == "context"
+    assert [(r.role, r.mode, r.target_id, r.frame_index, r.strength) for r in plan.records] == [
+        ("memory", "context", "a-mara-s02", -8, 1.0), ("memory", "context", "a-tom-s01", -16, 1.0)]
+    assert all(isinstance(c, MemoryInput) for c in plan.conditions)
+    assert [(c.before, c.downscale, c.strength) for c in plan.conditions] == [(1, 2, 1.0), (2, 2, 1.0)]
+    assert plan.conditions[0].frames == [MEMORIES["mara"][1].frame_path]
+    assert plan.records[0].reason == (
+        "cut: mara's nearest prior appearance (scene s02, score 0.87: relevance 0.81, retention 0.74, quality 0.92) "
+        "as context memory 1 latent slot before the clip (frames [-8, -7)), half size, strength 1.0")
+    assert plan.notes == ["cut: no prior appearance of ines on this timeline and no reference image"]
+
+
+def test_context_memory_is_capped_and_its_size_fits_the_frame():
+    scene = SceneSpec(id="s05", action="", characters=("tom", "mara"), frames=17, width=96, height=64)
+    plan = plan_conditioning(scene, Transition("s04", "s05", "cut"), MEMORIES, None,
+                             params=ConditioningParams(max_context=1))
+    assert [r.target_id for r in plan.records] == ["a-mara-s02"]
+    assert plan.notes == ["cut: tom's memory left out (max_context=1)"]
+    # 96x64 halves to 48x32: not on the 32-pixel grid, so the memory stays full size (and says so)
+    assert plan.conditions[0].downscale == 1 and "full size" in plan.records[0].reason
+    quarter = plan_conditioning(SceneSpec(id="s", action="", characters=("mara",), width=768, height=512),
+                                Transition("a", "s", "cut"), MEMORIES, params=ConditioningParams(context_downscale=4))
+    assert quarter.conditions[0].downscale == 4 and "1/4 size" in quarter.records[0].reason
+
+
+def test_a_characters_reference_image_is_memory_from_its_first_scene(tmp_path):
+    cast = [Character("ines", "Ines", "a girl in a red windbreaker", reference_path="refs/ines.png"),
+            Character("mara", "Mara")]
+    scene = SceneSpec(id="s01", action="they walk", characters=("ines", "mara"), width=768, height=512)
+    plan = plan_conditioning(scene, None, {}, characters=cast, base_dir=tmp_path)  # an opening scene
+    (rec,) = plan.records
+    assert (rec.role, rec.mode, rec.target_kind, rec.target_id, rec.frame_index) == (
+        "memory", "context", "Reference", "refs/ines.png", -8)
+    assert plan.conditions[0].frames == [str(tmp_path / "refs/ines.png")]
+    assert "Ines's reference image refs/ines.png (no prior appearance on this timeline)" in rec.reason
+    # once she has been seen, her best appearance is the memory, not the reference image
+    seen = {"ines": [_cand("a-ines", "ines", "s01", 0.7)]}
+    later = plan_conditioning(replace(scene, id="s02"), Transition("s01", "s02", "cut"), seen, characters=cast,
+                              base_dir=tmp_path, mode="keyframe")
+    assert [(r.target_kind, r.target_id, r.mode) for r in later.records] == [("Appearance", "a-ines", "keyframe")]
+
+
+def test_extend_mode_leaves_the_parents_cast_to_the_extension():
+    parent = _frames(9)
+    scene = SceneSpec(id="s05", action="", characters=("mara", "tom"), frames=121, width=768, height=512)
+    both = plan_conditioning(scene, Transition("s04", "s05", "continuous"), MEMORIES, parent,
+                             parent_characters=("mara", "tom"))
+    assert [(r.role, r.mode) for r in both.records] == [("extension", "extend")]
+    new = plan_conditioning(scene, Transition("s04", "s05", "continuous"), MEMORIES, parent,
+                            parent_characters=("mara",))
+    assert [(r.role, r.mode, r.target_id, r.frame_index) for r in new.records] == [
+        ("extension", "extend", "s04", 0), ("memory", "context", "a-tom-s01", -8)]
+    # a continuous scene in another mode keeps its extension and gives every character memory that way
+    keyed = plan_conditioning(replace(scene, memory="keyframe"), Transition("s04", "s05", "continuous"), MEMORIES,
+                              parent, parent_characters=("mara", "tom"))
+    assert [(r.role, r.mode, r.frame_index) for r in keyed.records] == [
+        ("extension", "extend", 0), ("memory", "keyframe", 9), ("memory", "keyframe", 9)]
+
+
+def test_reference_mode_without_anything_to_show_falls_back_to_the_look_as_context():
+    spec = SceneSpec("s3", "wipes the window", ("tomas",), frames=121, width=768, height=512)
+    plan = plan_conditioning(spec, Transition("s2", "s3", "cut"), {}, _frames(9), reference_available=True)
+    assert plan.mode == "context" and plan.sheet is None
+    assert [(r.role, r.mode) for r in plan.records] == [("look", "context")]
+    assert "nothing remembered for a reference sheet" in plan.notes[-1]

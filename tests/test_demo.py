@@ -1,6 +1,8 @@
 """``storygraph demo``: the example story end to end in a subprocess (tiny random-weight models, embedded graph),
 then the graph it leaves is checked: every scene done with its mp4 and scores, provenance on every scene after
-the first, continuous transitions conditioned on their parent scene.
+the first with the memory mode on every edge, continuous transitions conditioned on their parent scene, cuts
+conditioned on memory placed before the clip, the stand-in reference images used from each character's first
+scene; and the demo with each LTX-2 version.
 """
 
 from __future__ import annotations
@@ -38,10 +40,14 @@ def graph(demo):
         edges = store.query(
             "MATCH (c:Scene)-[r:CONDITIONED_ON]->(p:Scene) RETURN c.id, p.id, r.role, r.take, c.chosen_take",
             {}, read_only=True).rows
+        all_edges = store.query("MATCH (c:Scene)-[r:CONDITIONED_ON]->(t) RETURN c.id, r.role, r.mode, r.frame_index",
+                                {}, read_only=True).rows
         transitions = store.transitions()
+        characters = store.characters()
     finally:
         store.close()
-    return {"scenes": scenes, "provenance": provenance, "scene_edges": edges, "transitions": transitions}
+    return {"scenes": scenes, "provenance": provenance, "scene_edges": edges, "transitions": transitions,
+            "all_edges": all_edges, "characters": characters}
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +103,7 @@ def test_continuous_transitions_extend_their_parent(graph):
         ext = [r for r in records if r.role == "extension"]
         assert len(ext) == 1, (t.to_id, records)
         assert (ext[0].target_kind, ext[0].target_id, ext[0].frame_index) == ("Scene", t.from_id, 0)
+        assert ext[0].reason == f"continuous from {t.from_id}: its last 9 frames at index 0, strength 1.0"
         # and the edge in the graph is the chosen take's
         rows = [r for r in graph["scene_edges"] if r[0] == t.to_id and r[1] == t.from_id]
         assert [(r[2], r[3]) for r in rows] == [("extension", graph["scenes"][t.to_id].chosen_take)]
@@ -114,3 +121,94 @@ def test_demo_refuses_a_non_empty_folder(tmp_path):
     assert "--overwrite" in r.stderr
     assert sorted(p.name for p in d.iterdir()) == ["keep.txt"]
     assert (d / "keep.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_every_conditioned_on_edge_records_its_memory_mode(graph):
+    from storygraph.domain import MEMORY_MODES
+
+    assert graph["all_edges"]
+    assert [e for e in graph["all_edges"] if e[2] not in MEMORY_MODES] == []
+    # the extension is the only thing in the clip: without an IC-LoRA or explicit references, nothing is a keyframe
+    assert {e[2] for e in graph["all_edges"]} == {"extend", "context"}
+    assert all((e[1] == "extension") == (e[2] == "extend") for e in graph["all_edges"])
+
+
+def test_cuts_condition_on_memory_placed_before_the_clip(graph):
+    """A cut is a new shot: its memory goes in as context tokens at negative time ([-8k, -8k + 1)), never as
+    pixels the shot opens on."""
+    cuts = [t for t in graph["transitions"] if t.kind in ("cut", "time_skip")]
+    assert len(cuts) >= 5
+    for t in cuts:
+        records = graph["provenance"][t.to_id]
+        assert records, t.to_id
+        for r in records:
+            assert r.mode == "context", (t.to_id, r)
+            assert r.frame_index < 0 and r.frame_index % 8 == 0, (t.to_id, r)
+        # distinct slots, the nearest first
+        slots = sorted(-r.frame_index // 8 for r in records)
+        assert slots == list(range(1, len(records) + 1)), (t.to_id, slots)
+
+
+def _first_scenes(scenes: dict, character: str) -> list:
+    """Scenes showing ``character`` whose timeline never showed it before."""
+    out = []
+    for sid, s in scenes.items():
+        if character not in s.spec.characters:
+            continue
+        pid, seen = s.placement.parent_id, False
+        while pid is not None:
+            if character in scenes[pid].spec.characters:
+                seen = True
+                break
+            pid = scenes[pid].placement.parent_id
+        if not seen:
+            out.append(sid)
+    return out
+
+
+def test_a_characters_reference_image_is_memory_from_its_first_scene(demo, graph):
+    from storygraph.engine.demo import STAND_INS
+
+    d, _ = demo
+    with_refs = {c.id: c.reference_path for c in graph["characters"] if c.reference_path}
+    assert sorted(with_refs) == sorted(STAND_INS)
+    for cid, path in with_refs.items():
+        assert path == str((d / "refs" / f"{cid}.png").resolve())
+        firsts = _first_scenes(graph["scenes"], cid)
+        assert firsts, cid
+        for sid in firsts:
+            refs = [r for r in graph["provenance"][sid] if r.target_kind == "Reference"]
+            assert [(r.role, r.target_id, r.mode) for r in refs] == [("memory", path, "context")], (sid, refs)
+            assert refs[0].frame_index < 0
+    # a character without a reference image has nothing to go on in its first scene
+    for sid in _first_scenes(graph["scenes"], "ines"):
+        assert not [r for r in graph["provenance"][sid] if r.target_kind == "Reference"]
+
+
+def test_models_check_names_the_demos_ltx_version(demo):
+    d, _ = demo
+    r = storygraph_cli("models", "check", "--dir", d, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    row = next(line for line in r.stdout.splitlines() if "ltx2" in line)
+    assert "LTX-2.3" in row
+
+
+@pytest.mark.parametrize("version", ["2.0", "2.5"])
+def test_the_demo_runs_with_each_ltx_version(tmp_path, version):
+    d = tmp_path / f"demo-{version}"
+    r = storygraph_cli("demo", "--dir", d, "--ltx-version", version, "--until", "s03-keeper", timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "3 done" in " ".join(r.stdout.split())
+    check = storygraph_cli("models", "check", "--dir", d, timeout=120)
+    row = next(line for line in check.stdout.splitlines() if "ltx2" in line)
+    assert f"LTX-{version}" in row and check.returncode == 0
+    from storygraph.graphdb import open_store
+
+    store = open_store(d, create=False)
+    try:
+        modes = {(sid, r.role, r.mode) for sid in ("s01-arrival", "s02-package", "s03-keeper")
+                 for r in store.conditioned_on(sid)}
+    finally:
+        store.close()
+    assert modes == {("s01-arrival", "memory", "context"), ("s02-package", "extension", "extend"),
+                     ("s03-keeper", "memory", "context")}

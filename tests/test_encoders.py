@@ -170,8 +170,10 @@ def test_models_check_rows(tmp_path, tiny_model_dirs, monkeypatch):
                                        "ltx2": "models/ltx2", "device": "cpu"}})
     rows = models_check(cfg, story_dir=tmp_path / "story")
     assert [r["name"] for r in rows] == ["clip", "dino", "ltx2"]
-    assert all(set(r) == {"name", "role", "source", "present", "device", "note"} for r in rows)
+    base = {"name", "role", "source", "present", "device", "note"}
+    assert all(set(r) == base for r in rows[:2]) and set(rows[2]) == base | {"version"}
     assert all(r["present"] for r in rows), rows
+    assert rows[2]["version"] == "2.0" and rows[2]["note"].startswith("LTX-2.0 (dev); ")  # no 2.3/2.5 evidence
     assert rows[2]["source"] == str(ltx) and "3 components" in rows[2]["note"]
     assert {r["device"] for r in rows} == {"cpu"}
 

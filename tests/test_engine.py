@@ -263,7 +263,7 @@ def test_query_is_read_only(make_engine, cypher):
 
 
 @pytest.mark.parametrize("memory", [{}, {"reinforce_threshold": -1.0}], ids=["defaults", "always-reinforce"])
-def test_memory_used_as_keyframe_is_reinforced_by_the_takes_identity(make_engine, memory):
+def test_memory_a_cut_used_is_reinforced_by_the_takes_identity(make_engine, memory):
     from storygraph.engine.memory import update_strength
 
     e = make_engine(CUT, memory=memory)
@@ -273,8 +273,8 @@ def test_memory_used_as_keyframe_is_reinforced_by_the_takes_identity(make_engine
     assert before
 
     e.generate("s02-package")
-    keyframes = [c for c in e.store.conditioned_on("s02-package") if c.role == "keyframe"]
-    assert keyframes, "the cut used no memory as keyframe"
+    keyframes = [c for c in e.store.conditioned_on("s02-package") if c.role == "memory"]
+    assert keyframes and {c.mode for c in keyframes} == {"context"}, "the cut used no memory"
     assert {c.target_id for c in keyframes} <= set(before)
     scene = e.store.scene("s02-package")
     [take] = [t for t in e.store.takes("s02-package") if t.chosen]

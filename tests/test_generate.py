@@ -89,8 +89,9 @@ def test_same_seed_same_scene_and_seed_matters(gen):
 
 def test_condition_at_index_zero_pulls_the_first_frame_towards_it(gen):
     # Random VAE weights cannot reproduce pixels, so "the condition" is measured as the VAE's own
-    # reconstruction of it: the closest any output of this decoder can come to those frames.
-    for seed in (0, 1):
+    # reconstruction of it: the closest any output of this decoder can come to those frames. (Where exactly the
+    # condition's tokens sit, and how strongly, is what tests/test_token_layout.py checks.)
+    for seed in (0, 2):
         cond = [_smooth_image(seed)] * 9
         target = _vae_roundtrip(gen.pipe, cond)[0]
         plain = gen.generate(_req(seed=seed))

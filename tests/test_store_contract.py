@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 import math
 
 import pytest
@@ -126,8 +127,9 @@ def test_takes_choose_and_reinforce(store):
     store.commit_take(commit("a", 0, [appearance("a#0#mara", "mara", "a", 0.0)]))
     b0 = appearance("b#0#mara", "mara", "b", 1.0, pos=1, take=0)
     b1 = appearance("b#1#mara", "mara", "b", 1.0, pos=1, take=1)
-    cond = [ConditionRecord("keyframe", "Appearance", "a#0#mara", 0, 0.6, 0.87, "nearest prior"),
-            ConditionRecord("reference", "Reference", "refs/mara coat.png", 9, 0.8, None, "costume")]
+    cond = [ConditionRecord("memory", "Appearance", "a#0#mara", -16, 1.0, 0.87, "nearest prior", "context"),
+            ConditionRecord("extension", "Scene", "a", 0, 1.0, None, "continuous", "extend"),
+            ConditionRecord("reference", "Reference", "refs/mara coat.png", 9, 0.8, None, "costume", "keyframe")]
     store.commit_take(commit("b", 0, [b0], cond, choose=True, reinf=[("a#0#mara", 2.0, 1.0)]))
     store.commit_take(commit("b", 1, [b1], [], choose=False))
     assert [(t.take, t.chosen) for t in store.takes("b")] == [(0, True), (1, False)]
@@ -137,7 +139,10 @@ def test_takes_choose_and_reinforce(store):
         ("b#0#mara", True), ("b#1#mara", False)]
     reinforced = store.appearances(ids=["a#0#mara"])[0]
     assert (reinforced.strength, reinforced.reinforced_clock) == (2.0, 1.0)
-    assert store.conditioned_on("b") == cond
+    assert store.conditioned_on("b") == cond  # the mode and the negative (before the clip) index kept
+    modes = store.query("MATCH (:Scene {id: 'b'})-[r:CONDITIONED_ON]->() RETURN r.mode AS m, r.frame_index AS i "
+                        "ORDER BY i").rows
+    assert modes == [["context", -16], ["extend", 0], ["keyframe", 9]]
     with pytest.raises(StoreError):
         store.commit_take(commit("c", 0, [], [ConditionRecord("x", "Planet", "p", 0, 1.0, None, "")]))
     assert store.takes("c") == []  # the refused commit left nothing behind
@@ -223,3 +228,45 @@ def test_every_named_query_ran(backend, make_store, monkeypatch):
     bulk_only = {n for n in queries.names() if n.startswith("copy_")} | {"schema"}
     expected = set(queries.all_for(dialect)) - bulk_only
     assert expected - used == set()
+
+
+def test_a_scenes_memory_mode_round_trips(store):
+    story = small_story()
+    scenes = tuple(replace(s, memory="keyframe") if s.id == "c" else s for s in story.scenes)
+    store.load_story(replace(story, scenes=scenes))
+    assert store.scene("c").spec.memory == "keyframe" and store.scene("b").spec.memory is None
+    assert store.scene_context("c").scene.spec.memory == "keyframe"
+
+
+def test_an_older_graph_gains_the_new_columns_on_open(backend, tmp_path):
+    """A LadybugDB graph made before scenes had a memory mode and edges a mode opens and keeps its edges (with no
+    mode: the store reads it as "")."""
+    if backend != "ladybug":
+        pytest.skip("Neo4j has no schema to migrate")
+    import ladybug
+
+    from storygraph.graphdb import queries
+    from storygraph.graphdb.embedded import EmbeddedStore
+
+    old = queries.load("schema", "ladybug").replace(", memory STRING", "").replace(", mode STRING", "")
+    assert "memory STRING" not in old and "mode STRING" not in old
+    (tmp_path / "old").mkdir()
+    db = ladybug.Database(str(tmp_path / "old" / "graph"))
+    conn = ladybug.Connection(db)
+    for stmt in old.split(";"):
+        if stmt.strip():
+            conn.execute(stmt)
+    conn.execute("CREATE (:Scene {id: 'a', story_id: 'tiny'}), (:Scene {id: 'b', story_id: 'tiny'})")
+    conn.execute("MATCH (a:Scene {id: 'a'}), (b:Scene {id: 'b'}) CREATE (b)-[:CONDITIONED_ON {take: 0, "
+                 "role: 'extension', frame_index: 0, strength: 1.0, reason: 'old'}]->(a)")
+    conn.close()
+    db.close()
+    s = EmbeddedStore(tmp_path / "old")
+    try:
+        got = s.query("MATCH (:Scene {id: 'b'})-[r:CONDITIONED_ON]->() RETURN r.reason, r.mode", {}).rows
+        assert got == [["old", None]]
+        assert s.query("MATCH (x:Scene {id: 'a'}) RETURN x.memory", {}).rows == [[None]]
+    finally:
+        s.close()
+    s = EmbeddedStore(tmp_path / "old")  # opening again changes nothing
+    s.close()

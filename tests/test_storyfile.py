@@ -85,6 +85,9 @@ BAD_FILES = [
     ("reference_frame_past_end", 15, "scenes[0].references[0].frame_index", "past the scene's 121 frames"),
     ("reference_not_in_scene", 13, "scenes[0].references[0].character", "'carol' is not in this scene"),
     ("reference_place_with_character", 13, "scenes[0].references[0].character", "names no character"),
+    ("scene_memory_unknown", 12, "scenes[1].memory", "unknown memory mode 'contxt' (did you mean 'context'?)"),
+    ("scene_memory_extend_after_cut", 12, "scenes[1].memory", "but this scene follows a cut transition"),
+    ("scene_memory_extend_opening", 9, "scenes[0].memory", "follows no transition (it opens a timeline)"),
     ("python_tag", 10, "scenes[0].action", "unsupported YAML tag"),
     ("merge_key_scalar", 10, "scenes[0].<<", "bad merge key"),
 ]
@@ -170,6 +173,7 @@ def test_docs_example_is_valid(tmp_path):
     (tmp_path / "doc.yaml").write_text(block, encoding="utf-8")
     story = load_story(tmp_path / "doc.yaml")
     assert [s.id for s in story.scenes] == ["s01", "s02"]
+    assert [s.memory for s in story.scenes] == [None, "keyframe"]
     ref = story.scene("s02").references[0]
     assert (ref.kind, ref.character, ref.strength, ref.path) == (
         "costume", "mara", 0.8, str(tmp_path / "refs" / "mara-coat.png"))
@@ -278,6 +282,24 @@ def test_defaults_overrides_nulls_merge_keys_and_references(tmp_path, monkeypatc
     assert (ref.kind, ref.frame_index, ref.strength, ref.path) == ("character", 1024, 0.0, ann.reference_path)
     t = story.transitions[0]
     assert (t.kind, t.gap, t.effective_gap) == ("time_skip", None, 10.0)
+
+
+def test_memory_mode_per_scene(tmp_path):
+    p = tmp_path / "modes.yaml"
+    p.write_text(
+        "story: {id: m}\n"
+        "characters: [{id: a, name: A, description: d}]\n"
+        "scenes:\n"
+        "  - {id: s1, action: x, characters: [a], memory: reference}\n"
+        "  - {id: s2, action: y, characters: [a], memory: extend}\n"
+        "  - {id: s3, action: z, characters: [a], memory: keyframe}\n"
+        "  - {id: s4, action: w, characters: [a]}\n"
+        "transitions:\n"
+        "  - {from: s1, to: s2, kind: continuous}\n"
+        "  - {from: s2, to: s3, kind: cut}\n"
+        "  - {from: s3, to: s4, kind: time_skip}\n", encoding="utf-8")
+    story = load_story(p)
+    assert [s.memory for s in story.scenes] == ["reference", "extend", "keyframe", None]
 
 
 def test_story_without_characters_or_transitions(tmp_path):

@@ -130,8 +130,10 @@ def test_scene_panel_has_media_scores_takes_and_conditioning(story, app, tmp_pat
     store, _ = story
     commit_take(store, "s01-arrival", video=True)
     mara_app = store.appearances(character_id="mara", with_vectors=False)[0]
-    conds = [ConditionRecord("extension", "Scene", "s01-arrival", 0, 1.0, None, "continuous: last frames of s01-arrival"),
-             ConditionRecord("keyframe", "Appearance", mara_app.id, 8, 0.6, 0.77, "nearest prior appearance of mara")]
+    conds = [ConditionRecord("extension", "Scene", "s01-arrival", 0, 1.0, None, "continuous: last frames of s01-arrival",
+                             "extend"),
+             ConditionRecord("keyframe", "Appearance", mara_app.id, 8, 0.6, 0.77, "nearest prior appearance of mara",
+                             "keyframe")]
     commit_take(store, "s02-package", 0, conditioned_on=conds, identity=0.9)
     commit_take(store, "s02-package", 1, choose=False, identity=0.4)
     c = app.test_client()
@@ -142,7 +144,7 @@ def test_scene_panel_has_media_scores_takes_and_conditioning(story, app, tmp_pat
     assert [t["take"] for t in d["takes"]] == [0, 1]
     assert [t["chosen"] for t in d["takes"]] == [True, False]
     roles = {x["role"]: x for x in d["conditioning"]}
-    assert roles["extension"]["scene_id"] == "s01-arrival"
+    assert roles["extension"]["scene_id"] == "s01-arrival" and roles["extension"]["mode"] == "extend"
     assert roles["keyframe"]["character_id"] == "mara" and roles["keyframe"]["scene_id"] == "s01-arrival"
     assert roles["keyframe"]["reason"] == "nearest prior appearance of mara"
     assert roles["keyframe"]["thumb_url"].startswith("/media/s01-arrival/")
@@ -368,6 +370,11 @@ def test_studio_edits_go_through_the_engine(studio):
     assert r.status_code == 200, r.get_json()
     assert eng.store.scene("s10-coda").spec.action == "Oskar lowers the flag"
     assert eng.store.scene("s10-coda").spec.frames == 17
+    r = post(c, app, "/api/scenes/s10-coda", {"memory": "keyframe"}, "PATCH")
+    assert r.status_code == 200 and eng.store.scene("s10-coda").spec.memory == "keyframe"
+    assert c.get("/api/scenes/s10-coda").get_json()["spec"]["memory"] == "keyframe"
+    r = post(c, app, "/api/scenes/s10-coda", {"memory": None}, "PATCH")
+    assert r.status_code == 200 and eng.store.scene("s10-coda").spec.memory is None
     r = post(c, app, "/api/scenes", {"id": "s10-coda", "action": "again"})
     assert r.status_code == 409
     # every edit left an Event for the viewers following the log
@@ -380,6 +387,7 @@ def test_studio_validates_input(studio):
     c = app.test_client()
     cases = [("/api/scenes/s01-arrival", {"nonsense": 1}, "PATCH"), ("/api/scenes/s01-arrival", {"frames": 10}, "PATCH"),
              ("/api/scenes/s01-arrival", {"characters": "mara"}, "PATCH"), ("/api/scenes", {"id": "../x", "action": "a"}, "POST"),
+             ("/api/scenes/s01-arrival", {"memory": "pixels"}, "PATCH"),
              ("/api/scenes", {"id": "ok-id", "action": "a", "kind": "jump"}, "POST"),
              ("/api/scenes/s01-arrival/generate", {"takes": 0}, "POST"),
              ("/api/characters", {"id": "c", "name": "", "description": "d"}, "POST")]

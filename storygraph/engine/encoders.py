@@ -42,6 +42,7 @@ _ROLE_TEXT = {
     "clip": ("CLIP", "models.clip", DEFAULT_CLIP),
     "dino": ("DINOv2", "models.dino", DEFAULT_DINO),
     "ltx2": ("LTX-2", "models.ltx2", "Lightricks/LTX-2"),
+    "ic_lora": ("IC-LoRA", "models.ic_lora", "Lightricks/LTX-2.3-22b-IC-LoRA-Ingredients"),
 }
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from ..config import Config
-from ..domain import Character, Environment, SceneSpec, Story, Transition
+from ..domain import MEMORY_MODES, Character, Environment, SceneSpec, Story, Transition
 from ..faults import crash_point
 from ..graphdb import SceneCommit, SceneContext, SceneRecord, StoryStore, TakeRecord, TransitionRecord, open_store
 from ..timeline import child_placement, place_scenes, transition_decay
@@ -55,6 +55,7 @@ class SceneWork:
     references: dict = field(default_factory=dict)  # character id -> DINOv2 embedding of its reference image
     parent_frames: Optional[list] = None  # the parent take's last frames, oldest first
     plan: Any = None  # the ConditioningPlan
+    reference: Any = None  # the composed reference sheet (a ReferenceInput) in reference mode
 
     @property
     def scene(self) -> SceneRecord:
@@ -165,6 +166,8 @@ class StoryEngine:
         bad = set(fields) - known
         if bad:
             raise InvalidRequest(f"unknown scene field(s) {sorted(bad)}")
+        if fields.get("memory") is not None and fields["memory"] not in MEMORY_MODES:
+            raise InvalidRequest(f"memory: expected one of {', '.join(MEMORY_MODES)}, got {fields['memory']!r}")
         spec = replace(scene.spec, **fields)
         self.store.upsert_scene(spec, scene.placement)
         if scene.status != "planned":
@@ -279,10 +282,22 @@ class StoryEngine:
         with self.lock.held():
             return self._run_scene(scene_id, takes, progress)
 
+    def compare(self, modes, scene_ids=None, progress: Optional[ProgressFn] = None):
+        """Generate done scenes again under each memory mode in ``modes``, as sibling takes that never replace the
+        chosen one, and score them: see :mod:`storygraph.engine.compare`."""
+        from .compare import compare_modes
+
+        with self.lock.held():
+            return compare_modes(self, modes, scene_ids, progress)
+
     def choose_take(self, scene_id: str, take: int) -> None:
         with self.lock.held():
             self.store.choose_take(scene_id, take)
             self.index.update_scene(scene_id)
+
+    def scene_work(self, scene_id: str) -> SceneWork:
+        """A scene's context from the graph, ready for the stages."""
+        return SceneWork(self.store.scene_context(scene_id))
 
     def _run_scene(self, scene_id: str, takes: int, progress: Optional[ProgressFn]) -> list[TakeRecord]:
         if takes < 1:
@@ -366,18 +381,32 @@ class StoryEngine:
         p = Path(path)
         return str(p if p.is_absolute() else Path(self._reference_root()) / p)
 
-    def _condition(self, work: SceneWork) -> None:
-        """Which frames become which LTX-2 conditions: the parent's last frames, retrieved memory, references."""
+    def _condition(self, work: SceneWork, mode: Optional[str] = None) -> None:
+        """Which memory becomes which LTX-2 condition, in which mode: the parent's last frames, retrieved
+        appearances, reference images. ``mode``: one memory mode for this plan (comparing modes)."""
         from .conditioning import ConditioningParams, plan_conditioning
         from .media import read_last_frames
 
         ctx, cfg = work.ctx, self.config.engine
         if ctx.parent is not None and ctx.parent.last_frame_path:
             work.parent_frames = read_last_frames(Path(ctx.parent.last_frame_path).parent, cfg.extension_frames)
+        spec = ctx.scene.spec
         work.plan = plan_conditioning(
-            ctx.scene.spec, ctx.transition, work.memories, work.parent_frames,
-            params=ConditioningParams.from_config(cfg), names={c.id: c.name for c in ctx.characters},
-            base_dir=self._reference_root())
+            spec, ctx.transition, work.memories, work.parent_frames,
+            params=ConditioningParams.from_config(cfg), width=spec.width, height=spec.height, frames=spec.frames,
+            characters=ctx.characters, environment=ctx.environment,
+            parent_characters=ctx.parent.spec.characters if ctx.parent is not None else None,
+            mode=mode, reference_available=bool(self.config.models.ic_lora), base_dir=self._reference_root())
+        work.reference = None
+        if work.plan.sheet is not None:
+            from . import sheets
+            from .generators.base import ReferenceInput
+
+            sheet = work.plan.sheet
+            description = sheets.describe(sheet.panels, spec.width, spec.height)
+            work.reference = ReferenceInput([sheets.compose(sheet.panels, spec.width, spec.height)],
+                                            strength=sheet.strength, loop=sheet.loop, description=description)
+            work.prompt = f"{description} {work.prompt}"
 
     def _generate(self, work: SceneWork, take: int, seed: int):
         """One take through the generator, written under ``media/<scene>/take-<n>``: (result, media)."""
@@ -386,7 +415,7 @@ class StoryEngine:
 
         spec = work.scene.spec
         crash_point("before_generate")
-        request = GenerationRequest(prompt=work.prompt, conditions=work.plan.conditions,
+        request = GenerationRequest(prompt=work.prompt, conditions=work.plan.conditions, reference=work.reference,
                                     **{**spec.generation(), "seed": seed})
         result = self.generator.generate(request)
         take_dir = media.take_dir(self.dir, spec.id, take)
@@ -410,7 +439,8 @@ class StoryEngine:
             clock=scene.clock, branch=scene.placement.branch, pos=scene.placement.pos, take=take)
         record = TakeRecord(scene.id, take, seed, work.prompt, str(written.video_path),
                             str(written.last_frame_path), str(written.take_dir), obs.scores,
-                            request_key=self.takes.request_key(scene.spec, take, work.prompt, work.plan.records))
+                            request_key=self.takes.request_key(scene.spec, take, work.prompt, work.plan.records,
+                                                               seed=seed))
         return TakeOutcome(record, SceneCommit(record, obs.appearances, work.plan.records),
                            attempts=list(result.attempts))
 

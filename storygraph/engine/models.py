@@ -1,7 +1,7 @@
 """A story's models: which are configured, whether their files are here, and the registry that loads them.
 
 ``models_check(config)`` backs ``storygraph models check``. It reads files only: no model is loaded
-and nothing is downloaded. A local folder is checked for the files ``from_pretrained`` needs; a hub id
+and nothing is downloaded; an LTX-2 folder's version (2.0, 2.3, 2.5) and variant are read from its JSON files. A local folder is checked for the files ``from_pretrained`` needs; a hub id
 is looked up in the Hugging Face cache (what ``HF_HUB_OFFLINE=1`` would let the loaders use).
 
 :class:`ModelRegistry` is the engine's access to them: the LTX-2 generator, the CLIP and DINOv2 encoders and the
@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
+from ..errors import StorygraphError
 from .encoders import download_hint, looks_like_hub_id, resolve_source
 
 _ROLES = {
@@ -23,6 +24,7 @@ _ROLES = {
     "dino": "identity encoder (DINOv2)",
     "ltx2": "video generator (LTX-2, diffusers)",
     "upsampler": "latent upsampler (LTX-2, diffusers)",
+    "ic_lora": "IC-LoRA for reference memory",
 }
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -101,9 +103,25 @@ def _in_hub_cache(repo_id: str, filename: str) -> bool:
     return isinstance(hit, str) and os.path.exists(hit)
 
 
+def _check_ic_lora(source: str, base_dir) -> dict:
+    from .generators.ltx2 import read_reference_downscale_factor, resolve_ic_lora
+
+    try:
+        path = resolve_ic_lora(source, base_dir)
+    except StorygraphError as e:
+        return {"source": source, "present": False, "note": str(e).splitlines()[0]}
+    try:
+        factor = read_reference_downscale_factor(path)
+    except Exception as e:  # noqa: BLE001 - an unreadable file is reported, not raised
+        return {"source": str(path), "present": False, "note": f"not a readable safetensors file: {e}"}
+    return {"source": str(path), "present": True, "note": f"reference_downscale_factor {factor}"}
+
+
 def check_model(name: str, source: str, device: str, base_dir: Optional[Union[str, os.PathLike]] = None) -> dict:
-    """One row: name, role, source, present, device, note."""
+    """One row: name, role, source, present, device, note (and ``version`` for an LTX-2 folder)."""
     role = _ROLES.get(name, name)
+    if name == "ic_lora":
+        return {"name": name, "role": role, "device": device, **_check_ic_lora(source, base_dir)}
     resolved = resolve_source(source, base_dir)
     is_pipeline = name in ("ltx2", "upsampler")
     if os.path.isdir(resolved):
@@ -117,7 +135,18 @@ def check_model(name: str, source: str, device: str, base_dir: Optional[Union[st
         present, note = False, "no such folder: " + _first_command(name, resolved)
     if present and not is_pipeline:
         note += "; bf16" if device.startswith("cuda") else "; float32"
-    return {"name": name, "role": role, "source": resolved, "present": bool(present), "device": device, "note": note}
+    row = {"name": name, "role": role, "source": resolved, "present": bool(present), "device": device, "note": note}
+    if name == "ltx2" and present and os.path.isdir(resolved):
+        from .generators.versions import detect
+
+        try:
+            checkpoint = detect(resolved)
+        except ValueError:
+            pass
+        else:
+            row["version"] = checkpoint.version
+            row["note"] = f"LTX-{checkpoint.version} ({checkpoint.variant}); {note}; {'; '.join(checkpoint.reasons)}"
+    return row
 
 
 def _first_command(name: str, source: str) -> str:
@@ -136,8 +165,9 @@ def models_check(config: Any = None, story_dir: Optional[Union[str, os.PathLike]
     models = _models_section(config)
     device = _device(models.get("device"))
     rows = [check_model(name, str(models[name]), device, story_dir) for name in ("clip", "dino", "ltx2")]
-    if models.get("upsampler"):
-        rows.append(check_model("upsampler", str(models["upsampler"]), device, story_dir))
+    for name in ("upsampler", "ic_lora"):
+        if models.get(name):
+            rows.append(check_model(name, str(models[name]), device, story_dir))
     return rows
 
 
@@ -189,7 +219,8 @@ class ModelRegistry:
             m = self.config.models
             self._generator = LTX2Generator.from_pretrained(
                 self.resolve(m.ltx2), device=self.device, offload=m.offload or None, vae_tiling=m.vae_tiling,
-                upsampler=self.resolve(m.upsampler) or None)
+                upsampler=self.resolve(m.upsampler) or None, preset=m.preset, ic_lora=m.ic_lora or None,
+                base_dir=self.story_dir)
         return self._generator
 
     @property

@@ -50,12 +50,13 @@ class TakeBook:
     def seed(spec: SceneSpec, take: int) -> int:
         return int(spec.seed or 0) + take
 
-    def request_key(self, spec: SceneSpec, take: int, prompt: str, records: Sequence[ConditionRecord]) -> str:
-        """A fingerprint of everything the take is made from: prompt, generation settings (the take's seed),
-        and conditions."""
-        settings = {**spec.generation(), "seed": self.seed(spec, take)}
+    def request_key(self, spec: SceneSpec, take: int, prompt: str, records: Sequence[ConditionRecord],
+                    seed: Optional[int] = None) -> str:
+        """A fingerprint of everything the take is made from: prompt, generation settings (the take's seed, or
+        ``seed``), and conditions with the mode each reached the model in."""
+        settings = {**spec.generation(), "seed": self.seed(spec, take) if seed is None else int(seed)}
         what = [prompt, *settings.values(),
-                [(r.role, r.target_kind, r.target_id, r.frame_index, r.strength) for r in records]]
+                [(r.role, r.target_kind, r.target_id, r.frame_index, r.strength, r.mode) for r in records]]
         return hashlib.sha1(json.dumps(what, default=str).encode()).hexdigest()
 
     def plan(self, scene: SceneRecord, takes: int, prompt: str,

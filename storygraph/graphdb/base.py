@@ -47,7 +47,7 @@ def _scene_row(spec: SceneSpec, p: Placement) -> dict:
     row = {
         "id": spec.id, "title": spec.title, "action": spec.action, "characters": list(spec.characters),
         "environment": spec.environment, "lighting": spec.lighting, "weather": spec.weather, "camera": spec.camera,
-        "refs": json.dumps([asdict(r) for r in spec.references]),
+        "refs": json.dumps([asdict(r) for r in spec.references]), "memory": spec.memory,
         "clock": float(p.clock), "branch": p.branch, "pos": int(p.pos), "parent_id": p.parent_id,
         "lineage_branches": [b for b, _ in p.lineage], "lineage_upto": [int(u) for _, u in p.lineage],
     }
@@ -66,7 +66,7 @@ def scene_from_props(d: dict) -> SceneRecord:
     spec = SceneSpec(
         id=d["id"], action=d.get("action") or "", characters=tuple(d.get("characters") or ()),
         environment=d.get("environment"), title=d.get("title") or "", lighting=d.get("lighting") or "",
-        weather=d.get("weather") or "", camera=d.get("camera") or "", references=refs,
+        weather=d.get("weather") or "", camera=d.get("camera") or "", references=refs, memory=d.get("memory") or None,
         **{name: d.get(name) for name, _, _ in generation_settings()},
     )
     lineage = tuple(zip(d.get("lineage_branches") or (), (int(u) for u in (d.get("lineage_upto") or ()))))
@@ -351,7 +351,8 @@ class CypherStore:
                 raise StoreInputError(f"cannot record conditioning on {sorted(unknown)}")
             for kind, name in _CONDITION_TARGETS.items():
                 rows = [{"target_id": c.target_id, "role": c.role, "frame_index": int(c.frame_index),
-                         "strength": float(c.strength), "score": _finite(c.score), "reason": c.reason}
+                         "strength": float(c.strength), "score": _finite(c.score), "reason": c.reason,
+                         "mode": c.mode or ""}
                         for c in commit.conditioned_on if c.target_kind == kind]
                 if not rows:
                     continue
@@ -432,7 +433,7 @@ class CypherStore:
 
     def conditioned_on(self, scene_id: str, take: Optional[int] = None) -> list[ConditionRecord]:
         return [ConditionRecord(r["role"], r["target_kind"], r["target_id"], int(r["frame_index"]),
-                                float(r["strength"]), r["score"], r["reason"])
+                                float(r["strength"]), r["score"], r["reason"], r.get("mode") or "")
                 for r in self._read("conditioned_on_of_scene", {"scene": scene_id, "take": take})]
 
     # -- events ----------------------------------------------------------------------------------

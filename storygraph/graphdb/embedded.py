@@ -87,6 +87,16 @@ class EmbeddedStore(CypherStore):
             for stmt in queries.load("schema", self.dialect).split(";"):
                 if stmt.strip():
                     self._execute(stmt)
+            self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """A database made by an older version lacks the columns added since (``CREATE ... IF NOT EXISTS`` leaves
+        an existing table alone): add each, at the end of its table, as the schema file declares it there."""
+        for table, columns in _declared_tables().items():
+            have = {r["name"] for r in _rows(self._execute(f"CALL table_info('{table}') RETURN name"))}
+            for name, typ in columns:
+                if name not in have:
+                    self._execute(f"ALTER TABLE `{table}` ADD {name} {typ}")
 
     @contextmanager
     def _backend_transaction(self, write: bool):
@@ -193,6 +203,18 @@ class EmbeddedStore(CypherStore):
 
 
 _COPYABLE = {"Scene", "Character", "Environment", "Appearance", "APPEARS_IN", "NEXT", "HAS_SCENE", "SET_IN", "OF", "IN"}
+
+
+def _declared_tables() -> dict:
+    """``{table: [(column, type), ...]}`` as the ladybug schema file declares them, in order."""
+    pattern = re.compile(r"CREATE (NODE|REL) TABLE IF NOT EXISTS `?(\w+)`?\((.*)\)\s*$", re.S)
+    out = {}
+    for stmt in queries.load("schema", "ladybug").split(";"):
+        m = pattern.match(stmt.strip())
+        if m:
+            parts = [p.strip() for p in m.group(3).split(",")]
+            out[m.group(2)] = [tuple(p.split()[:2]) for p in parts if p and not p.startswith(("PRIMARY KEY", "FROM "))]
+    return out
 
 
 def _table_columns(table: str):

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..domain import TRANSITION_KINDS, Character, Environment, SceneSpec, Transition, generation_settings
+from ..domain import MEMORY_MODES, TRANSITION_KINDS, Character, Environment, SceneSpec, Transition, generation_settings
 from ..errors import Conflict, InvalidInput, NotFound
 from ..graphdb.store import QueryError, ReadOnlyViolation
 from .graph import jsonable, scene_element
@@ -25,7 +25,7 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 TEXT_FIELDS = ("title", "action", "lighting", "weather", "camera")
 #: the generation settings, as declared in storygraph.domain.GenerationDefaults: name -> (type, Setting)
 SETTINGS = {name: (kind, s) for name, kind, s in generation_settings()}
-SPEC_FIELDS = TEXT_FIELDS + tuple(SETTINGS) + ("characters", "environment")
+SPEC_FIELDS = TEXT_FIELDS + tuple(SETTINGS) + ("characters", "environment", "memory")
 
 
 class BadRequest(InvalidInput):
@@ -93,6 +93,11 @@ def _spec_fields(data: dict) -> dict:
             out[key] = tuple(ids)
         elif key == "environment":
             out[key] = None if value in (None, "") else _id(value, "environment")
+        elif key == "memory":
+            if value not in (None, "") and value not in MEMORY_MODES:
+                raise BadRequest(f"memory: expected one of {', '.join(MEMORY_MODES)} (or null: the config's mode for "
+                                 "the transition)")
+            out[key] = value or None
         else:
             raise BadRequest(f"unknown scene field {key!r}; editable fields: {', '.join(SPEC_FIELDS)}")
     return out
@@ -187,7 +192,7 @@ def scene(scene_id: str):
     scene_targets = {c.target_id: store.scene(c.target_id) for c in conds if c.target_kind == "Scene"}
     conditioning = []
     for c in conds:
-        item = {"role": c.role, "target_kind": c.target_kind, "target_id": c.target_id,
+        item = {"role": c.role, "mode": c.mode, "target_kind": c.target_kind, "target_id": c.target_id,
                 "frame_index": c.frame_index, "strength": c.strength, "score": c.score, "reason": c.reason,
                 "scene_id": None, "character_id": None, "thumb_url": None}
         if c.target_kind == "Appearance" and c.target_id in apps:

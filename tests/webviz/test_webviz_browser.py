@@ -205,12 +205,17 @@ def test_edit_a_scene_and_generate_it_from_the_page(page, tmp_path):
         click_node(page, "s01-arrival")
         page.click("#edit-scene")
         page.fill("#scene-form textarea[name=action]", "Mara runs along the pier in the rain")
+        page.select_option("#scene-form select[name=memory]", "keyframe")
         page.click("#scene-form button[type=submit]")
         wait_js(page, "document.querySelector('#scene-form .form-status').textContent.startsWith('saved')")
         assert eng.store.scene("s01-arrival").spec.action == "Mara runs along the pier in the rain"
+        assert eng.store.scene("s01-arrival").spec.memory == "keyframe"
         page.click("#tabs button[data-tab=scene]")
+        # the panel redraws when the edit's event arrives: click the button of the redrawn panel
+        wait_js(page, "document.querySelector('#tab-scene').textContent.includes('runs along the pier')")
         page.click("#gen-1")
-        wait_js(page, "document.querySelector('#gen-status').textContent.includes('queued')")
+        # the job is in the event log (the status line is redrawn with the panel, so it is not waited on)
+        wait_js(page, "storygraph.events.some(e => e.kind === 'job.queued' || e.kind === 'job.started')")
         shot(page, "generate-queued")
         wait_js(page, "storygraph.cy.getElementById('s01-arrival').data('status') === 'done'", timeout=240)
         rec = eng.store.scene("s01-arrival")

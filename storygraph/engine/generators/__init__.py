@@ -10,18 +10,28 @@ from .base import (
     GenerationRequest,
     GenerationResult,
     Generator,
+    MemoryInput,
+    ReferenceInput,
 )
-from .ltx2 import PRESETS, LTX2Generator, Preset, load_upsampler
+from .ltx2 import LTX2Generator, load_upsampler, read_reference_downscale_factor, resolve_ic_lora
+from .versions import VERSIONS, Checkpoint, Preset, detect, preset_for
 
 __all__ = [
     "AudioTrack",
+    "Checkpoint",
     "ConditionInput",
     "GenerationFailed",
     "GenerationRequest",
     "GenerationResult",
     "Generator",
     "LTX2Generator",
-    "PRESETS",
+    "MemoryInput",
     "Preset",
+    "ReferenceInput",
+    "VERSIONS",
+    "detect",
     "load_upsampler",
+    "preset_for",
+    "read_reference_downscale_factor",
+    "resolve_ic_lora",
 ]

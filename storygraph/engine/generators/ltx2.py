@@ -1,17 +1,25 @@
-"""LTX-2 video (and audio) generation through diffusers' ``LTX2ConditionPipeline``.
+"""LTX-2 video (and audio) generation through diffusers: LTX-2.0, 2.3 and 2.5 checkpoints in diffusers form.
 
 ``LTX2Generator.from_pretrained(path_or_id)`` loads the pipeline from a local diffusers folder or a hub
 id (only local folders and the Hugging Face cache with ``HF_HUB_OFFLINE=1``); a missing model raises
 ``ModelNotFound`` whose message says to download ``Lightricks/LTX-2`` in diffusers form and to point
-``models.ltx2`` in ``<story dir>/storygraph.toml`` at the folder.
+``models.ltx2`` in ``<story dir>/storygraph.toml`` at the folder. The checkpoint's version and variant are
+read from the folder's JSON files (:mod:`.versions`) and pick the preset's details (STG block, image CRF,
+cross-modal timestep).
 
 What a call does:
 
-* conditions (:class:`ConditionInput`, output-frame indices) become ``LTX2VideoCondition``s at latent
-  indices (LTX-2 places a condition on the 8-frame latent grid: frame 0, then frames 1, 9, 17, ...);
-* the prompt is encoded once (Gemma 3 + the text connectors) and reused by both stages;
-* presets: ``distilled`` (8 steps on the distilled sigma schedule, guidance 1) and ``full`` (40 steps,
-  classifier-free guidance 4); both leave spatio-temporal and modality guidance off;
+* :class:`ConditionInput`s (output-frame indices) become ``LTX2VideoCondition``s at latent indices (LTX-2 places
+  a condition on the 8-frame latent grid: frame 0, then frames 1, 9, 17, ...);
+* :class:`MemoryInput`s become context memory: clean tokens before the clip (``ltx2_memory.LTX2MemoryPipeline``);
+* a request's :class:`ReferenceInput` runs the scene through ``LTX2InContextPipeline`` (the same loaded
+  components) with the IC-LoRA from ``ic_lora`` loaded by ``load_lora_weights``; its
+  ``reference_downscale_factor`` is read from the LoRA file's header, as Lightricks' tools do. The adapter is
+  switched off for every scene without a reference;
+* the prompt is encoded once (Gemma 3 or 4 + the text connectors) and reused by both stages;
+* presets (per version, :func:`.versions.preset_for`): ``distilled`` (8 steps on the distilled sigma schedule,
+  guidance 1, no STG or modality guidance) and ``full`` (the dev model's recipe: CFG, STG on the version's
+  block, modality guidance, rescale; audio guidance 7);
 * with a latent upsampler, stage 1 runs at half size, the latents are upsampled 2x, and stage 2 refines
   them for 3 steps on the distilled stage-2 schedule at the requested size; memory is released
   between stages;
@@ -19,10 +27,10 @@ What a call does:
 * a CUDA out-of-memory error is retried: first with VAE tiling, then model offload, then sequential
   offload, then at a lower size (0.75x per side, then fewer frames). Each retry is a line in
   ``GenerationResult.attempts``; the scene is only given up (``GenerationFailed``) when every step ran out;
-* VAE-encoded condition latents are cached by the content of their frames and the target size, so a
-  retry, another take, or a memory reused by a later scene skips the VAE encoder (at real size on an
-  H100 encoding 9 condition frames is under 1 % of a scene, see ``bench/generate.py``; the cache
-  matters more on the CPU and with offload);
+* VAE-encoded condition and memory latents are cached by the content of their own frames and the size they
+  are encoded at, so a retry, another take, or a memory reused by a later scene skips the VAE encoder (at
+  real size on an H100 encoding 9 condition frames is under 1 % of a scene, see ``bench/generate.py``; the
+  cache matters more on the CPU and with offload);
 * ``on_step(step)`` is called after every denoising step: the engine's progress hook, and the seam the
   tests use to inject a real ``torch.OutOfMemoryError``.
 """
@@ -34,39 +42,16 @@ import os
 import time
 from collections import OrderedDict, defaultdict
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Optional, Union
 
-from .base import AudioTrack, ConditionInput, GenerationFailed, GenerationRequest, GenerationResult
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Sampling settings. ``steps``/``guidance`` are the preset's recommended request values."""
-
-    name: str
-    steps: int
-    guidance: float
-    distilled_sigmas: bool  # stage 1 follows LTX-2's distilled sigma list (when steps match its length)
-    stage2_steps: int = 3  # upsampler second stage, on the distilled stage-2 schedule
-    call_kwargs: dict = field(default_factory=dict)
-
-    def request(self, prompt: str, **kwargs) -> GenerationRequest:
-        """A request carrying this preset's steps and guidance."""
-        kwargs.setdefault("steps", self.steps)
-        kwargs.setdefault("guidance", self.guidance)
-        return GenerationRequest(prompt=prompt, **kwargs)
-
-
-_NO_EXTRA_GUIDANCE = {"stg_scale": 0.0, "audio_stg_scale": 0.0, "modality_scale": 1.0, "audio_modality_scale": 1.0,
-                      "guidance_rescale": 0.0, "audio_guidance_rescale": 0.0, "spatio_temporal_guidance_blocks": None}
-
-PRESETS = {
-    "distilled": Preset("distilled", steps=8, guidance=1.0, distilled_sigmas=True, call_kwargs=_NO_EXTRA_GUIDANCE),
-    "full": Preset("full", steps=40, guidance=4.0, distilled_sigmas=False, call_kwargs=_NO_EXTRA_GUIDANCE),
-}
+from .base import (
+    AudioTrack, ConditionInput, GenerationFailed, GenerationRequest, GenerationResult, MemoryInput, ReferenceInput,
+    fitting_downscale,
+)
+from .versions import NO_EXTRA_GUIDANCE, PRESET_NAMES, Checkpoint, Preset, detect, detect_pipe, preset_for
 
 OFFLOAD_MODES = (None, "model", "sequential")
 
@@ -113,19 +98,33 @@ class LTX2Generator:
                  cache_condition_latents: bool = True, cache_size: int = 32,
                  on_step: Optional[Callable[[int], None]] = None,
                  prompt_encoder: Optional[Callable] = None, max_sequence_length: Optional[int] = None,
-                 max_downsizes: int = 3, source: str = ""):
+                 max_downsizes: int = 3, source: str = "", checkpoint: Optional[Checkpoint] = None,
+                 ic_lora: Optional[Union[str, os.PathLike]] = None):
+        """``pipe``: a loaded LTX-2 pipeline (any of diffusers' LTX-2 pipeline classes; its components are shared,
+        not copied). ``preset``: ``distilled``, ``full``, ``auto`` (the checkpoint's own variant) or a
+        :class:`Preset`. ``checkpoint``: what the model is (read from ``pipe``'s configs when not given).
+        ``ic_lora``: an IC-LoRA ``.safetensors`` file for requests with a reference (loaded on first use)."""
         import torch
+
+        from .ltx2_memory import LTX2MemoryPipeline
 
         if offload not in OFFLOAD_MODES:
             raise ValueError(f"offload must be one of {OFFLOAD_MODES}, got {offload!r}")
-        self.pipe = pipe
+        self.pipe = LTX2MemoryPipeline.sharing(pipe)
+        self.checkpoint = checkpoint or detect_pipe(self.pipe)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.cuda = self.device.type == "cuda"
         self.dtype = dtype or (torch.bfloat16 if self.cuda else torch.float32)
         self.offload = offload if self.cuda else None  # offload moves weights to the CPU: moot on the CPU
         self.vae_tiling = bool(vae_tiling)
         self.upsampler = upsampler
-        self.preset = PRESETS[preset] if isinstance(preset, str) else preset
+        if isinstance(preset, str):
+            if preset == "auto":
+                preset = "distilled" if self.checkpoint.variant == "distilled" else "full"
+            if preset not in PRESET_NAMES:
+                raise ValueError(f"preset must be one of {', '.join(PRESET_NAMES)} or auto, got {preset!r}")
+            preset = preset_for(self.checkpoint.version, preset)
+        self.preset = preset
         self.cache_condition_latents = cache_condition_latents
         self.cache_size = cache_size
         self._latent_cache: "OrderedDict[tuple, Any]" = OrderedDict()
@@ -135,12 +134,16 @@ class LTX2Generator:
         self.max_sequence_length = max_sequence_length
         self.max_downsizes = max_downsizes
         self.source = source
+        self.ic_lora = Path(ic_lora) if ic_lora else None
+        self._ic_pipe = None
+        self._lora_loaded = False
+        self.reference_downscale_factor = 1
         self._downsizes = 0
-        self._base_scheduler = pipe.scheduler
-        pipe.set_progress_bar_config(disable=True)
+        self._base_scheduler = self.pipe.scheduler
+        self.pipe.set_progress_bar_config(disable=True)
         self._place()
         if self.vae_tiling:
-            pipe.vae.enable_tiling()
+            self.pipe.vae.enable_tiling()
 
     # ------------------------------------------------------------------------------------------------
     # loading
@@ -148,32 +151,37 @@ class LTX2Generator:
     @classmethod
     def from_pretrained(cls, path_or_id: Union[str, os.PathLike], device: Optional[str] = None, dtype=None,
                         offload: Optional[str] = None, vae_tiling: bool = False, upsampler=None,
-                        base_dir: Optional[Union[str, os.PathLike]] = None, **kwargs) -> "LTX2Generator":
-        """Load LTX-2 (diffusers form) from a folder or hub id.
+                        base_dir: Optional[Union[str, os.PathLike]] = None,
+                        ic_lora: Optional[Union[str, os.PathLike]] = None, **kwargs) -> "LTX2Generator":
+        """Load LTX-2 (diffusers form; 2.0, 2.3 or 2.5) from a folder or hub id.
 
         ``upsampler``: None (one stage), True (the ``latent_upsampler`` folder inside the model, as
         ``Lightricks/LTX-2`` ships it), a folder or hub id of an ``LTX2LatentUpsamplerModel`` (or of a
-        pipeline folder holding ``latent_upsampler/``), or a loaded model. Relative folders resolve against
-        ``base_dir`` (the story dir). Raises ``ModelNotFound`` when the weights are not here.
+        pipeline folder holding ``latent_upsampler/``), or a loaded model. ``ic_lora``: an IC-LoRA file (or a
+        folder holding one) for reference-mode scenes. Relative paths resolve against ``base_dir`` (the story
+        dir). Raises ``ModelNotFound`` when the weights are not here.
         """
         import torch
-        from diffusers import LTX2ConditionPipeline
 
         from ..encoders import ModelNotFound, hub_offline, looks_like_hub_id, resolve_source
+        from .ltx2_memory import LTX2MemoryPipeline
 
         source = resolve_source(path_or_id, base_dir)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+        checkpoint = None
         if os.path.isdir(source):
             if not (Path(source) / "model_index.json").exists():
                 raise ModelNotFound("ltx2", source, "the folder has no model_index.json: " + _DIFFUSERS_FORM)
+            checkpoint = detect(source)
         elif not looks_like_hub_id(source):
             raise ModelNotFound("ltx2", source, "no such folder; " + _DIFFUSERS_FORM)
+        lora = resolve_ic_lora(ic_lora, base_dir) if ic_lora else None
         load_kw = {"dtype": dtype}
         if hub_offline():
             load_kw["local_files_only"] = True
         try:
-            pipe = LTX2ConditionPipeline.from_pretrained(source, **load_kw)
+            pipe = LTX2MemoryPipeline.from_pretrained(source, **load_kw)
         except (OSError, ValueError) as exc:  # hub errors derive from these
             if os.path.isdir(source):
                 raise  # the files are here but broken: not a missing model
@@ -183,19 +191,21 @@ class LTX2Generator:
         if upsampler is not None and upsampler is not False and upsampler != "":
             up = load_upsampler(upsampler, source, base_dir, dtype)
         return cls(pipe, device=str(dev), dtype=dtype, offload=offload, vae_tiling=vae_tiling, upsampler=up,
-                   source=source, **kwargs)
+                   source=source, checkpoint=checkpoint, ic_lora=lora, **kwargs)
 
     # ------------------------------------------------------------------------------------------------
     # placement and memory
 
     def _place(self) -> None:
-        pipe = self.pipe
-        if self.offload == "model":
-            pipe.enable_model_cpu_offload(device=self.device)
-        elif self.offload == "sequential":
-            pipe.enable_sequential_cpu_offload(device=self.device)
-        else:
-            pipe.to(self.device)
+        for pipe in (self.pipe, self._ic_pipe):
+            if pipe is None:
+                continue
+            if self.offload == "model":
+                pipe.enable_model_cpu_offload(device=self.device)
+            elif self.offload == "sequential":
+                pipe.enable_sequential_cpu_offload(device=self.device)
+            else:
+                pipe.to(self.device)
         if self.upsampler is not None:
             self.upsampler.to("cpu" if self.offload else self.device)
 
@@ -210,6 +220,7 @@ class LTX2Generator:
     def close(self) -> None:
         """Drop the pipeline and free its memory."""
         self.pipe = None
+        self._ic_pipe = None
         self.upsampler = None
         self._latent_cache.clear()
         self.release()
@@ -304,46 +315,64 @@ class LTX2Generator:
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         t_start = clock.now()
-        conds, digests = self._conditions(req)
+        reference = req.reference
+        if reference is not None:
+            pipe = self._reference_pipe()
+            if any(isinstance(c, MemoryInput) for c in req.conditions):
+                raise ValueError("a request with a reference sheet takes no context memory: the sheet carries it")
+        elif self._lora_loaded:
+            self.pipe.transformer.disable_lora()  # the IC-LoRA only for scenes that give it a reference
         generator = torch.Generator("cpu").manual_seed(int(req.seed))
-        cfg = req.guidance > 1.0
+        guidance = float(req.guidance)
+        audio_guidance = self.preset.audio_guidance if self.preset.name == "full" else guidance
+        cfg = guidance > 1.0 or audio_guidance > 1.0
         with clock.stage("text_encode_s"):
             embeds = self._encode_prompt(req, cfg)
         common = dict(self.preset.call_kwargs)
         common.update(
-            guidance_scale=float(req.guidance), audio_guidance_scale=float(req.guidance), frame_rate=float(req.fps),
+            guidance_scale=guidance, audio_guidance_scale=audio_guidance, frame_rate=float(req.fps),
             num_frames=req.frames, generator=generator, callback_on_step_end=self._step_callback,
-            callback_on_step_end_tensor_inputs=["latents"], use_cross_timestep=self._cross_timestep(),
+            callback_on_step_end_tensor_inputs=["latents"], use_cross_timestep=self.preset.use_cross_timestep,
             return_dict=False, **embeds,
         )
         two_stage = self.upsampler is not None
-        with self._instrumented(clock, digests) as end_of_stage:
+
+        conds = self._conditions(req)
+        ref_cond = None if reference is None else self._reference_condition(reference, req.frames)
+
+        def run(width: int, height: int, **kw):
+            if ref_cond is not None:  # the LoRA's factor, as far as this stage's size allows
+                factor = fitting_downscale(height, width, self.reference_downscale_factor,
+                                           int(pipe.vae_spatial_compression_ratio))
+                kw.update(reference_conditions=[ref_cond], reference_downscale_factor=factor)
+            return pipe(conditions=conds or None, width=width, height=height, **kw)
+
+        with self._instrumented(clock, pipe) as end_of_stage:
             if not two_stage:
                 with self._scheduler(fixed=self._stage1_sigmas(req) is not None):
-                    video, audio = pipe(conditions=conds, width=req.width, height=req.height,
-                                        num_inference_steps=req.steps, sigmas=self._stage1_sigmas(req),
-                                        output_type="pt", **common)
+                    video, audio = run(req.width, req.height, num_inference_steps=req.steps,
+                                       sigmas=self._stage1_sigmas(req), output_type="pt", **common)
             else:
                 from diffusers.pipelines.ltx2.utils import STAGE_2_DISTILLED_SIGMA_VALUES
 
                 with self._scheduler(fixed=self._stage1_sigmas(req) is not None):
-                    latents, audio_latents = pipe(conditions=conds, width=req.width // 2, height=req.height // 2,
-                                                  num_inference_steps=req.steps, sigmas=self._stage1_sigmas(req),
-                                                  output_type="latent", **common)
+                    latents, audio_latents = run(req.width // 2, req.height // 2, num_inference_steps=req.steps,
+                                                 sigmas=self._stage1_sigmas(req), output_type="latent", **common)
                 end_of_stage("denoise_stage1_s")
                 self.release()
                 with clock.stage("upsample_s"):
                     latents = self._upsample(latents)
                 self.release()
                 sig2 = list(STAGE_2_DISTILLED_SIGMA_VALUES)[: self.preset.stage2_steps]
-                stage2 = dict(common, guidance_scale=1.0, audio_guidance_scale=1.0)
+                # stage 2 is the distilled refinement of every recipe: no guidance of any kind
+                stage2 = dict(common, **NO_EXTRA_GUIDANCE, guidance_scale=1.0, audio_guidance_scale=1.0)
                 if cfg:  # stage 2 refines without guidance: positive embeddings only
                     for k in ("negative_prompt_embeds", "negative_prompt_attention_mask"):
                         stage2.pop(k, None)
                 with self._scheduler(fixed=True):
-                    video, audio = pipe(conditions=conds, latents=latents, audio_latents=audio_latents,
-                                        width=req.width, height=req.height, num_inference_steps=len(sig2),
-                                        sigmas=sig2, noise_scale=sig2[0], output_type="pt", **stage2)
+                    video, audio = run(req.width, req.height, latents=latents, audio_latents=audio_latents,
+                                       num_inference_steps=len(sig2), sigmas=sig2, noise_scale=sig2[0],
+                                       output_type="pt", **stage2)
                 del latents, audio_latents
         with clock.stage("postprocess_s"):
             # uint8 on the device, then one small copy: (F, C, H, W) in [0, 1] -> (F, H, W, 3)
@@ -368,27 +397,83 @@ class LTX2Generator:
             settings={"preset": self.preset.name, "steps": req.steps, "guidance": req.guidance, "fps": req.fps,
                       "stages": 2 if two_stage else 1, "offload": self.offload, "vae_tiling": self.vae_tiling,
                       "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
-                      "condition_cache_hits": clock.cache_hits},
+                      "condition_cache_hits": clock.cache_hits, "ltx_version": self.checkpoint.version,
+                      "memories": sum(isinstance(c, MemoryInput) for c in req.conditions),
+                      "reference": None if reference is None else
+                      {"ic_lora": str(self.ic_lora), "downscale_factor": self.reference_downscale_factor,
+                       "frames": req.frames if reference.loop else 1}},
         )
 
     # ------------------------------------------------------------------------------------------------
     # pieces of a run
 
-    def _conditions(self, req: GenerationRequest):
+    def _conditions(self, req: GenerationRequest) -> list:
+        """diffusers conditions for the request: ``LTX2VideoCondition`` at latent indices, and context memory."""
         from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
 
+        from .ltx2_memory import LTX2MemoryCondition
+
         s = self.temporal_stride
-        conds, digests = [], []
+        crf = self.preset.image_crf
+        out = []
         for c in req.conditions:
+            if isinstance(c, MemoryInput):
+                out.append(LTX2MemoryCondition(frames=self._loaded(c), before=int(c.before), strength=float(c.strength),
+                                               downscale=int(c.downscale), crf=crf))
+                continue
             if not isinstance(c, ConditionInput):
-                raise TypeError(f"conditions must be ConditionInput, got {type(c).__name__}")
-            frames = c.load()
+                raise TypeError(f"conditions must be ConditionInput or MemoryInput, got {type(c).__name__}")
             idx = int(c.index) if c.index >= 0 else req.frames + int(c.index)
             idx = min(max(idx, 0), req.frames - 1)
             latent_idx = 0 if idx == 0 else (idx - 1) // s + 1
-            conds.append(LTX2VideoCondition(frames=frames, index=latent_idx, strength=float(c.strength)))
-            digests.append(ConditionInput.digest(frames))
-        return conds, digests
+            out.append(LTX2VideoCondition(frames=self._loaded(c), index=latent_idx, strength=float(c.strength),
+                                          crf=crf))
+        return out
+
+    @staticmethod
+    def _loaded(c):
+        return c.load()  # (F, H, W, 3) uint8; one frame is an image to diffusers (re-compressed at the CRF)
+
+    # ------------------------------------------------------------------------------------------------
+    # reference (IC-LoRA)
+
+    def _reference_pipe(self):
+        """``LTX2InContextPipeline`` over the loaded components, with the IC-LoRA loaded and switched on."""
+        if not self._lora_loaded:
+            self.load_ic_lora()
+        self.pipe.transformer.enable_lora()
+        return self._ic_pipe
+
+    def load_ic_lora(self) -> None:
+        """Load the configured IC-LoRA into the shared transformer (through ``load_lora_weights``) and read its
+        ``reference_downscale_factor``. Done once, on the first reference scene."""
+        if self.ic_lora is None:
+            raise ValueError("a reference sheet needs an IC-LoRA: set [models] ic_lora in storygraph.toml")
+        try:
+            import peft  # noqa: F401  (load_lora_weights needs the PEFT backend)
+        except ImportError as exc:  # pragma: no cover - peft is a dependency
+            raise ImportError("reference mode loads an IC-LoRA through peft: pip install peft") from exc
+        if self._ic_pipe is None:
+            import inspect
+
+            from diffusers import LTX2InContextPipeline
+
+            params = set(inspect.signature(LTX2InContextPipeline.__init__).parameters)
+            self._ic_pipe = LTX2InContextPipeline(**{k: v for k, v in self.pipe.components.items() if k in params})
+            self._ic_pipe.set_progress_bar_config(disable=True)
+            if self.offload:
+                self._place()
+        path = self.ic_lora
+        self._ic_pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=IC_LORA_ADAPTER)
+        self.reference_downscale_factor = read_reference_downscale_factor(path)
+        self._lora_loaded = True
+
+    def _reference_condition(self, reference: ReferenceInput, num_frames: int):
+        from diffusers.pipelines.ltx2.pipeline_ltx2_ic_lora import LTX2ReferenceCondition
+
+        sheet = reference.load()[0]
+        frames = [sheet] * (num_frames if reference.loop else 1)  # a static video, as the IC-LoRA was trained
+        return LTX2ReferenceCondition(frames=frames, strength=float(reference.strength))
 
     def _encode_prompt(self, req: GenerationRequest, cfg: bool) -> dict:
         if self.prompt_encoder is not None:
@@ -430,11 +515,6 @@ class LTX2Generator:
         finally:
             self.pipe.scheduler = base
 
-    def _cross_timestep(self) -> bool:
-        # LTX-2.3 and later modulate cross-modal attention by the other modality's sigma; LTX-2.0 does not
-        cfg = self.pipe.transformer.config
-        return bool(cfg.get("cross_attn_mod", False) or cfg.get("video_cross_attn_adaln", False))
-
     def _upsample(self, latents):
         import torch
 
@@ -463,18 +543,31 @@ class LTX2Generator:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
     @contextmanager
-    def _instrumented(self, clock: _Clock, digests: list):
+    def _instrumented(self, clock: _Clock, pipe):
         """Time the pipeline's stages and serve cached condition latents, for the length of one call.
 
-        Instance-level wrappers around ``preprocess_conditions``, ``vae.encode``, ``vae.decode`` and
+        Instance-level wrappers around ``pipe.preprocess_conditions``, ``vae.encode``, ``vae.decode`` and
         ``audio_vae.decode``, plus forward hooks on the transformer (denoising loop), the text connectors
         and the vocoder. All are removed on exit, failure included.
+
+        The cache key of an encoded condition is the digest of that condition's own frames, the size and dtype
+        they were preprocessed to, the CRF and the tiling: so a memory (preprocessed on its own, at its own size)
+        is never served another condition's latents.
         """
-        pipe = self.pipe
         pending: dict = {}
         patched: list = []
         handles: list = []
         loop = {"first": None, "last": None}
+        digests: dict = {}  # id(frames array) -> digest, for this call
+
+        def digest_of(cond) -> Optional[str]:
+            frames = getattr(cond, "frames", None)
+            if not hasattr(frames, "tobytes") or not hasattr(frames, "shape"):
+                return None  # not a uint8 array: left uncached
+            key = id(frames)
+            if key not in digests:
+                digests[key] = ConditionInput.digest(frames)
+            return digests[key]
 
         def patch(obj, name, make):
             had = name in vars(obj)
@@ -491,16 +584,20 @@ class LTX2Generator:
             return make
 
         def preprocess(fn):
-            # one condition at a time, so each surviving tensor is paired with its frames' digest
+            # one condition at a time, so each surviving tensor is paired with its own frames' digest
             def wrapper(conditions=None, height=512, width=768, num_frames=121, device=None):
                 out = ([], [], [], [])
-                for cond, dg in zip(conditions or [], digests):
+                if conditions is not None and not isinstance(conditions, (list, tuple)):
+                    conditions = [conditions]
+                for cond in conditions or []:
                     got = fn([cond], height, width, num_frames, device=device)
                     for acc, vals in zip(out, got):
                         acc.extend(vals)
-                    if got[0]:
+                    dg = digest_of(cond)
+                    if got[0] and dg is not None:
                         t = got[0][0]
-                        pending[id(t)] = (dg, tuple(t.shape), str(t.dtype), self.vae_tiling)
+                        pending[id(t)] = (dg, tuple(t.shape), str(t.dtype), getattr(cond, "crf", None),
+                                          self.vae_tiling)
                 return out
             return wrapper
 
@@ -581,6 +678,49 @@ class LTX2Generator:
                     except AttributeError:
                         pass
             pending.clear()
+
+
+IC_LORA_ADAPTER = "ic_lora"
+
+
+def resolve_ic_lora(spec: Union[str, os.PathLike], base_dir: Optional[Union[str, os.PathLike]] = None) -> Path:
+    """The IC-LoRA file named by ``spec``: a ``.safetensors`` file, or a folder holding exactly one (relative paths
+    against ``base_dir``). Raises ``ModelNotFound`` otherwise."""
+    from ..encoders import ModelNotFound
+
+    s = os.path.expanduser(str(spec))
+    candidates = [s] if os.path.isabs(s) else ([os.path.join(str(base_dir), s)] if base_dir else []) + [s]
+    for c in candidates:
+        p = Path(c)
+        if p.is_file() and p.suffix == ".safetensors":
+            return p.resolve()
+        if p.is_dir():
+            files = sorted(p.glob("*.safetensors"))
+            if len(files) == 1:
+                return files[0].resolve()
+            raise ModelNotFound("ic_lora", str(p), f"the folder holds {len(files)} .safetensors files, not one: "
+                                "name the file")
+    raise ModelNotFound("ic_lora", s, "no such .safetensors file or folder")
+
+
+def read_reference_downscale_factor(lora_path: Union[str, os.PathLike]) -> int:
+    """An IC-LoRA's ``reference_downscale_factor`` from its safetensors header (1 when absent).
+
+    Lightricks keep it as a header entry of their IC-LoRAs (ltx-pipelines ``iclora_utils``, ComfyUI's IC-LoRA
+    loader): the first key ending in ``reference_downscale_factor``, rounded, at least 1. diffusers does not read
+    it, so the generator does.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(lora_path), framework="pt") as f:
+        meta = f.metadata() or {}
+    for key, value in meta.items():
+        if key.endswith("reference_downscale_factor"):
+            try:
+                return max(1, round(float(value)))
+            except (TypeError, ValueError):
+                return 1
+    return 1
 
 
 def load_upsampler(spec, model_source: str = "", base_dir=None, dtype=None):

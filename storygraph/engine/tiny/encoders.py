@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
+from . import mark_random
+
 #: CLIP sizes: ``tiny`` for tests and demos, ``vit-l-14`` the architecture of openai/clip-vit-large-patch14.
 CLIP_SIZES = ("tiny", "vit-l-14")
 #: DINOv2 sizes: ``tiny``, ``base`` (facebook/dinov2-base, ViT-B/14), ``large`` (facebook/dinov2-large, ViT-L/14).
@@ -115,6 +117,7 @@ def make_clip(dest: Union[str, os.PathLike], size: str = "tiny", seed: int = 0, 
     model.save_pretrained(dest)
     tok.save_pretrained(dest)
     _image_processor("clip", size).save_pretrained(dest)
+    mark_random(dest)
     return dest
 
 
@@ -132,6 +135,7 @@ def make_dino(dest: Union[str, os.PathLike], size: str = "tiny", seed: int = 1, 
         model = model.to(getattr(torch, dtype))
     model.save_pretrained(dest)
     _image_processor("dino", size).save_pretrained(dest)
+    mark_random(dest)
     return dest
 
 

@@ -669,7 +669,7 @@
     add('characters', sp.characters.length ? sp.characters.flatMap((c, i) => [i ? ', ' : '',
       h('a', { class: 'link', text: c, onclick: () => selectCharacter(c) })]) : '—');
     add('environment', d.environment ? `${d.environment.name || d.environment.id}` : sp.environment);
-    add('lighting', sp.lighting); add('weather', sp.weather); add('camera', sp.camera);
+    add('lighting', sp.lighting); add('weather', sp.weather); add('camera', sp.camera); add('memory', sp.memory);
     add('generation', `${sp.width}×${sp.height} · ${sp.frames} frames @ ${sp.fps} fps · ${sp.steps} steps · seed ${fmt(d.seed)}`);
     if (sp.references && sp.references.length) add('references', sp.references.map((r) => `${r.kind}${r.character ? ' ' + r.character : ''}: ${r.name}`).join('; '));
     box.appendChild(dl);
@@ -684,7 +684,7 @@
     for (const c of d.conditioning) {
       box.appendChild(h('div', { class: 'cond-item' }, thumbImg(c.thumb_url, c.target_id),
         h('div', {},
-          h('div', {}, h('b', { text: c.role }), c.character_id ? ' · ' + c.character_id : '', ' · ',
+          h('div', {}, h('b', { text: c.role }), c.mode ? ' (' + c.mode + ')' : '', c.character_id ? ' · ' + c.character_id : '', ' · ',
             c.scene_id ? sceneLink(c.scene_id) : c.target_id,
             ` · frame ${c.frame_index} · strength ${fmt(c.strength, 2)} · score ${fmt(c.score, 3)}`),
           h('div', { class: 'reason', text: c.reason || '' }))));
@@ -946,6 +946,7 @@
     for (const k of SPEC_INT) out[k] = f[k].value === '' ? null : Number(f[k].value);
     out.characters = $$('input[name=characters]', form).filter((x) => x.checked).map((x) => x.value);
     out.environment = f.environment.value || null;
+    out.memory = f.memory.value || null;
     return out;
   }
 
@@ -964,6 +965,7 @@
     for (const k of SPEC_INT) f[k].value = sp[k] === null || sp[k] === undefined ? '' : sp[k];
     $$('input[name=characters]', form).forEach((x) => { x.checked = !!(sp.characters || []).includes(x.value); });
     f.environment.value = sp.environment || '';
+    f.memory.value = sp.memory || '';
     if (!d && S.selected && S.selected.type === 'scene') f.parent_id.value = S.selected.id;
     formStatus(form, '');
   }
