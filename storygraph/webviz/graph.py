@@ -148,6 +148,23 @@ def timeline_positions(scenes) -> tuple[dict[str, tuple[float, float]], dict[str
     return {sid: (x[sid], lane[branch_of[sid]] * LANE_Y) for sid in x}, lane
 
 
+def branch_lanes(scenes, pos: dict, lanes: dict) -> list[dict]:
+    """Each branch's lane: ``{branch, lane, x0, x1, y, first, parent, scenes}`` (x0/x1: its first and last scene),
+    so the page can label the lanes of the timeline."""
+    out: dict = {}
+    for rec in scenes:
+        p = rec.placement
+        x, y = pos[rec.id]
+        b = out.get(p.branch)
+        if b is None:
+            out[p.branch] = {"branch": p.branch, "lane": lanes[p.branch], "x0": round(x, 1), "x1": round(x, 1),
+                             "y": round(y, 1), "first": rec.id, "parent": p.parent_id, "scenes": 1}
+        else:
+            b["x0"], b["x1"] = min(b["x0"], round(x, 1)), max(b["x1"], round(x, 1))
+            b["scenes"] += 1
+    return list(out.values())
+
+
 def satellite_positions(ids_to_xs: dict[str, list[float]], y: float, default_x: float) -> dict[str, tuple[float, float]]:
     """A row at ``y``: each id near the mean x of its scenes, at least SATELLITE_DX apart."""
     wanted = sorted(((sum(xs) / len(xs)) if xs else default_x, i) for i, xs in ids_to_xs.items())
@@ -196,12 +213,13 @@ def build_graph(store, media: MediaLinks, *, big_scenes: int = 1500, dagre_max_s
         x, y = char_pos[c.id]
         nodes.append({"data": {"id": c.id, "type": "character", "label": c.name, "name": c.name,
                                "description": c.description, "decay_tau": c.decay_tau,
-                               "scenes": len(char_xs[c.id])},
+                               "scenes": len(char_xs[c.id]), "has_reference": bool(c.reference_path)},
                       "position": {"x": round(x, 1), "y": round(y, 1)}, "classes": "character"})
     for e in environments:
         x, y = env_pos[e.id]
         nodes.append({"data": {"id": e.id, "type": "environment", "label": e.name or e.id, "name": e.name,
-                               "description": e.description, "scenes": len(env_xs[e.id])},
+                               "description": e.description, "scenes": len(env_xs[e.id]),
+                               "has_reference": bool(e.reference_path)},
                       "position": {"x": round(x, 1), "y": round(y, 1)}, "classes": "environment"})
 
     if not big:
@@ -220,8 +238,10 @@ def build_graph(store, media: MediaLinks, *, big_scenes: int = 1500, dagre_max_s
         "last_seq": int(last_seq),
         "editable": bool(editable),
         "big": big,
-        "layout": "dagre" if len(scenes) <= dagre_max_scenes else "preset",
+        "layout": "preset",
+        "dagre": len(scenes) <= dagre_max_scenes,
         "lanes": len(set(lanes.values())),
+        "branches": branch_lanes(scenes, pos, lanes),
         "counts": {"scenes": len(scenes), "characters": len(characters), "environments": len(environments),
                    "transitions": sum(1 for e in edges if e["data"]["type"] == "next"),
                    "nodes": len(nodes), "edges": len(edges)},
