@@ -17,7 +17,7 @@ from flask import Blueprint, Response, jsonify, request
 from ..domain import TRANSITION_KINDS, Character, Environment, SceneSpec, Transition, generation_settings
 from ..errors import Conflict, InvalidInput, NotFound
 from ..graphdb.store import QueryError, ReadOnlyViolation
-from .graph import jsonable, scene_element
+from .graph import jsonable, result_graph, scene_element
 from .viewer import current_viewer as _viewer
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -295,8 +295,9 @@ def query():
     except QueryError as e:
         raise BadRequest(str(e), 400) from e
     elapsed = time.perf_counter() - t0
+    rows = [[jsonable(c) for c in r] for r in result.rows]
     return jsonify({
-        "columns": list(result.columns), "rows": [[jsonable(c) for c in r] for r in result.rows],
+        "columns": list(result.columns), "rows": rows, "graph": result_graph(result.rows),
         "row_count": len(result.rows), "truncated": result.truncated, "elapsed_ms": round(elapsed * 1000, 2),
         "time_limit_s": v.config.query_timeout_s, "max_rows": v.config.max_query_rows,
     })

@@ -76,7 +76,7 @@ def scene_node(rec, media: MediaLinks) -> dict:
 
 def next_edge(t) -> dict:
     return {"data": {"id": f"next:{t.from_id}>{t.to_id}", "source": t.from_id, "target": t.to_id, "type": "next",
-                     "kind": t.kind, "gap": t.gap, "decay": round(t.decay, 4)},
+                     "kind": t.kind, "gap": t.gap, "decay": round(t.decay, 4), "skip": f"+{t.gap:g}"},
             "classes": f"next {t.kind}"}
 
 
@@ -286,3 +286,51 @@ def jsonable(value, depth: int = 0, list_limit: int = 32):
         return f"<{len(value)} bytes>"
     return str(value)
 
+
+
+def result_graph(rows, limit: int = 2000) -> dict:
+    """The nodes and relationships inside console result cells, as Cytoscape elements: ``{nodes, edges}``.
+
+    A node is a map with ``_LABEL`` and ``_ID`` (LadybugDB's form; Neo4j results are given the same keys); a
+    relationship also has ``_SRC`` and ``_DST``; paths and lists are searched inside. A relationship whose end
+    is not in the result gets a stub node. ``ref`` names the story element a node is (its ``id``), so the page
+    can select it in the story graph."""
+    nodes: dict = {}
+    edges: dict = {}
+
+    def key(x) -> str:
+        if isinstance(x, dict):
+            return f"{x.get('table')}:{x.get('offset')}"
+        return str(x)
+
+    def visit(v, depth=0):
+        if depth > 8 or len(nodes) + len(edges) >= limit:
+            return
+        if isinstance(v, dict):
+            if "_LABEL" in v and "_ID" in v:
+                if "_SRC" in v and "_DST" in v:
+                    k = key(v["_ID"])
+                    edges.setdefault(k, {"data": {"id": "r:" + k, "source": "n:" + key(v["_SRC"]),
+                                                  "target": "n:" + key(v["_DST"]), "label": v["_LABEL"]}})
+                else:
+                    k = key(v["_ID"])
+                    ident = v.get("id") if isinstance(v.get("id"), str) else None
+                    name = v.get("name") or v.get("title") or ident or k
+                    nodes.setdefault(k, {"data": {"id": "n:" + k, "label": f"{v['_LABEL']}\n{name}",
+                                                  "kind": v["_LABEL"], "ref": ident}})
+                    return
+            for x in v.values():
+                visit(x, depth + 1)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                visit(x, depth + 1)
+
+    for row in rows:
+        for cell in row:
+            visit(cell)
+    for e in edges.values():
+        for end in ("source", "target"):
+            nid = e["data"][end]
+            if nid[2:] not in nodes:
+                nodes[nid[2:]] = {"data": {"id": nid, "label": "…", "kind": "", "ref": None}}
+    return {"nodes": list(nodes.values()), "edges": list(edges.values())}
