@@ -1,9 +1,10 @@
 """The story as Cytoscape.js elements, built from the store's record methods (no Cypher here).
 
-Scenes lie on a left-to-right timeline: ``x`` grows with the story clock, and each branch gets a lane
-(a row), reusing free lanes next to its parent's. These positions are used as they are for large
-stories; small ones are laid out again by dagre in the browser. Characters sit in a row under the
-timeline and environments in a row above it, each near the middle of the scenes it belongs to.
+Scenes lie on a left-to-right timeline: ``x`` grows with the story clock (a long gap is drawn no wider than
+``MAX_DX``: its edge says how long it is), and each branch gets a lane (a row), reusing free lanes next to its
+parent's. The page draws these positions (a small story may also be laid out by dagre in the browser) and labels
+each branch's lane. Characters sit in a row under the timeline and environments in a row above it, each near the
+middle of the scenes it belongs to.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import quote
 # model units (pixels at zoom 1)
 CLOCK_X = 36.0  # per unit of story time
 MIN_DX = 110.0  # between a scene and its parent
+MAX_DX = 300.0  # at most, however long the gap (a time skip says its gap on its edge)
 LANE_Y = 100.0
 ROW_GAP = 170.0  # between the timeline and the character / environment rows
 SATELLITE_DX = 120.0
@@ -113,6 +115,7 @@ def _appears(cid: str, sid: str, obs, strength_init: float) -> dict:
 def timeline_positions(scenes) -> tuple[dict[str, tuple[float, float]], dict[str, int]]:
     """(scene id -> (x, y), branch -> lane) for scenes given parents first."""
     x: dict[str, float] = {}
+    clock_of: dict[str, float] = {}
     branch_of: dict[str, str] = {}
     span: dict[str, list] = {}  # branch -> [first x, last x, parent branch]
     order: list[str] = []
@@ -121,7 +124,9 @@ def timeline_positions(scenes) -> tuple[dict[str, tuple[float, float]], dict[str
         px = x.get(p.parent_id) if p.parent_id else None
         xi = rec.clock * CLOCK_X
         if px is not None:
-            xi = max(xi, px + MIN_DX)
+            gap = rec.clock - clock_of.get(p.parent_id, rec.clock)
+            xi = px + min(max(gap * CLOCK_X, MIN_DX), MAX_DX)
+        clock_of[rec.id] = rec.clock
         x[rec.id] = xi
         branch_of[rec.id] = p.branch
         if p.branch not in span:

@@ -242,10 +242,9 @@
     };
     if (!g.big) {
       S.cy = cytoscape(Object.assign(base, { elements: g.nodes.concat(g.edges).concat(laneNodes(g.branches)) }));
-      if (S.layout === 'dagre') runDagre();
+      if (S.layout === 'dagre') runDagre(); else placeLanes();
       S.cy.fit(undefined, 40);
       S.cy.nodes('.scene[?thumb]').addClass('thumb-on');
-      placeLanes();
       afterBuild();
       S.cy.one('render', () => markRendered('firstRenderAt'));
       S.fullyLoaded = true;
