@@ -465,7 +465,7 @@ def run(story_file, directory, graph, database, model, takes, until, branch, tin
 
         has_config = (Path(directory) / CONFIG_NAME).exists()
         _console().print(f"[bold yellow]{demo_mod.SMOKE_NOTE}[/]", markup=True)
-        config = demo_mod.prepare(directory, save=not has_config)
+        config = demo_mod.prepare(directory, save=not has_config, quiet=not verbose)
         story = demo_mod.demo_story(story)
         if has_config:
             note = f"--tiny: the models of {Path(directory) / CONFIG_NAME} are left aside for this run"
@@ -601,7 +601,7 @@ def demo(directory, graph, story_file, overwrite, verbose):
     console = _console()
     console.print(f"[bold yellow]{demo_mod.SMOKE_NOTE}[/]", markup=True)
     console.print("building tiny CLIP, DINOv2 and LTX-2 models from configs…")
-    config = demo_mod.prepare(d)
+    config = demo_mod.prepare(d, quiet=not verbose)
     engine = _engine(d, graph, config=config)
     try:
         engine.load(story)

@@ -40,14 +40,15 @@ def demo_story(story: Story, defaults: GenerationDefaults = DEMO_DEFAULTS) -> St
                                                           seed=story.defaults.seed))
 
 
-def prepare(story_dir, save: bool = True) -> Config:
+def prepare(story_dir, save: bool = True, quiet: bool = True) -> Config:
     """Build the tiny models under ``<story_dir>/models`` (kept when there) and return a config that uses them;
-    with ``save``, also write it as the folder's storygraph.toml."""
+    with ``save``, also write it as the folder's storygraph.toml; with ``quiet``, without the libraries' output."""
     from .quiet import quiet_libraries
     from .tiny.encoders import make_encoders
     from .tiny.ltx2 import make_ltx2
 
-    quiet_libraries()  # a smoke run's output is the story, not loader bars
+    if quiet:
+        quiet_libraries()  # a smoke run's output is the story, not loader bars
 
     d = Path(story_dir)
     models = d / "models"
