@@ -98,7 +98,8 @@ def wait_job(page, job_id: int, states, timeout: float = 120):
 
 
 def newest_job_id(page) -> int:
-    return wait_js(page, "storygraph.jobs.size && Math.max(...storygraph.jobs.keys())")
+    """The job the page's last click queued (its id comes back from the request)."""
+    return wait_js(page, "storygraph.lastJob")
 
 
 def event_seen(page, kind: str, ref_id: str = None, since: int = 0) -> str:
@@ -173,8 +174,7 @@ def test_run_all_then_cancel_between_denoising_steps(page, studio):
 
     # the same button again finishes the story from where it stopped
     page.click("#run-all")
-    wait_js(page, f"storygraph.jobs.size && Math.max(...storygraph.jobs.keys()) > {job}")
-    again = newest_job_id(page)
+    again = wait_js(page, f"storygraph.lastJob > {job} && storygraph.lastJob")
     assert wait_job(page, again, ["done", "failed", "cancelled"], timeout=240) == "done"
     assert [s.status for s in store.scenes()] == ["done"] * len(TIMELINE)
     assert not errors, errors

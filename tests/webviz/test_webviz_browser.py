@@ -275,7 +275,7 @@ def test_edit_a_scene_and_generate_it_from_the_page(page, tmp_path):
         page.click("#tabs button[data-tab=scene]")
         page.click("#gen-1")
         # the job's id, then its state, as the page holds them (never a status text that may already be gone)
-        job = wait_js(page, "Number(document.querySelector('#gen-status').dataset.job || 0)")
+        job = wait_js(page, "storygraph.lastJob")
         assert page.evaluate(f"storygraph.jobs.has({job})")
         shot(page, "generate-queued")
         wait_js(page, f"['done', 'failed'].includes((storygraph.jobs.get({job}) || {{}}).state)", timeout=240)

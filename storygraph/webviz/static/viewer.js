@@ -9,7 +9,7 @@
   const TOKEN_KEY = 'storygraph-token';
   const THUMB_ZOOM = 0.35;        // big stories: thumbnails only at this zoom or closer
   const THUMB_MAX = 250;          // ... and for at most this many scenes in view
-  const CHUNK = 8000;             // big stories: elements added per step after the first render
+  const CHUNK = 2500;             // big stories: elements Cytoscape takes in per step after the first frame
   const CLIENT_CLASSES = ['thumb-on', 'labeled', 'dim', 'hit', 'focus', 'found'];
   const HISTORY_MAX = 50;         // console queries remembered per story
   const LABEL_ZOOM = 0.8;         // big stories: scene labels in view at this zoom or closer
@@ -18,7 +18,8 @@
     cy: null, meta: null, lastSeq: 0, token: '', editable: false, big: false, layout: 'preset',
     show: { appears: false, setin: false }, branches: [], found: [], foundAt: -1, cut: null, compare: null,
     clockPos: {}, pending: new Map(), selected: null, es: null, backoff: 1000, reconnectTimer: null,
-    live: 'connecting', ready: false, fullyLoaded: false, startedAt: Date.now(), firstRenderAt: null,
+    live: 'connecting', ready: false, fullyLoaded: false, startedAt: Date.now(), firstRenderAt: null, cyAllAt: null,
+    pendingEdges: new Map(), overview: null,
     fullRenderAt: null, updates: [], events: [], jobs: new Map(), refreshing: new Map(), reloadTimer: null,
     connects: 0,
   };
@@ -123,6 +124,7 @@
   // the graph
 
   function graphStyle(big) {
+    if (big) return bigStyle();
     const st = [
       { selector: 'node', style: {
         // big stories: labels only for the scenes in view when zoomed in (measuring 10 000 labels is slow)
@@ -181,15 +183,46 @@
     return st;
   }
 
+  function bigStyle() {
+    // a large story: Cytoscape applies every rule to every element (about 80 µs each on a slow CPU), so only the
+    // rules a large story uses, with fixed values instead of per-element mappings
+    return [
+      { selector: 'node', style: { 'label': '', 'width': 72, 'height': 46, 'shape': 'round-rectangle',
+        'background-color': '#3b4a63', 'border-width': 2, 'border-color': '#6b7a99', 'font-size': 10, 'color': '#c9cfdd',
+        'text-valign': 'bottom', 'text-margin-y': 4, 'min-zoomed-font-size': 8 } },
+      { selector: 'node.labeled, node.character, node.environment', style: { 'label': 'data(label)' } },
+      { selector: 'node.status-done', style: { 'background-color': '#2f6f4f', 'border-color': '#58c08a' } },
+      { selector: 'node.status-generating', style: { 'border-color': '#f0a030', 'border-width': 4 } },
+      { selector: 'node.status-failed', style: { 'background-color': '#6f2f2f', 'border-color': '#e05555' } },
+      { selector: 'node.status-stale', style: { 'border-color': '#e6a23c', 'border-width': 6 } },
+      { selector: 'node.thumb-on', style: { 'background-image': 'data(thumb)', 'background-fit': 'cover' } },
+      { selector: 'node.character', style: { 'shape': 'ellipse', 'width': 44, 'height': 44, 'background-color': '#7d55b8' } },
+      { selector: 'node.environment', style: { 'shape': 'hexagon', 'width': 54, 'height': 40, 'background-color': '#23707e' } },
+      { selector: 'node.lane', style: { 'label': 'data(label)', 'width': 150, 'height': 20, 'background-color': '#1d2436',
+        'border-width': 1, 'border-color': '#3b4a70', 'text-valign': 'center', 'color': '#b9c8ea', 'font-size': 11,
+        'min-zoomed-font-size': 4, 'events': 'no' } },
+      { selector: 'edge', style: { 'curve-style': 'haystack', 'width': 3, 'line-color': '#99a', 'opacity': 0.95 } },
+      { selector: 'edge.continuous', style: { 'line-color': '#7fb3ff' } },
+      { selector: 'edge.time_skip', style: { 'line-color': '#f2c14e', 'line-style': 'dotted', 'width': 3.5 } },
+      { selector: 'edge.cut', style: { 'line-style': 'dashed', 'line-color': '#c9c9d9' } },
+      { selector: 'edge.conditioned', style: { 'curve-style': 'bezier', 'line-color': '#ff6fa8', 'target-arrow-shape': 'vee',
+        'target-arrow-color': '#ff6fa8', 'label': 'data(label)', 'font-size': 9, 'color': '#ffc0d8', 'z-index': 20 } },
+      { selector: '.dim', style: { 'opacity': 0.1 } },
+      { selector: 'node.focus, node:selected', style: { 'border-color': '#ffffff', 'border-width': 5 } },
+      { selector: 'node.found', style: { 'border-color': '#ffd400', 'border-width': 6 } },
+      { selector: '.hit', style: { 'overlay-color': '#ffd400', 'overlay-opacity': 0.4, 'overlay-padding': 7 } },
+    ];
+  }
+
   function setLoading(text) {
     const e = $('#loading');
     e.textContent = text || '';
     e.hidden = !text;
   }
 
-  function markRendered(key) {
+  function markRendered(key, then) {
     // two frames: the one cytoscape draws in, and the next, by when it is on screen
-    requestAnimationFrame(() => requestAnimationFrame(() => { if (!S[key]) S[key] = Date.now(); }));
+    requestAnimationFrame(() => requestAnimationFrame(() => { if (!S[key]) S[key] = Date.now(); if (then) then(); }));
   }
 
   async function start() {
@@ -268,6 +301,7 @@
       if (inFirst.has(e.data.source) && inFirst.has(e.data.target)) first.push(e); else restEdges.push(e);
     }
     for (const n of rest) S.pending.set(n.data.id, n);
+    for (const e of restEdges) S.pendingEdges.set(e.data.id, e);
     S.cy = cytoscape(Object.assign(base, {
       elements: first, zoom, pan: { x: -x0 * zoom, y: -y0 * zoom }, pixelRatio: 1,
       hideEdgesOnViewport: true, textureOnViewport: false,
@@ -278,9 +312,10 @@
     const lyr = S.cy.renderer() && S.cy.renderer().data && S.cy.renderer().data.lyrTxrCache;
     if (lyr && typeof lyr.getLayers === 'function') lyr.getLayers = () => null;
     afterBuild();
+    startOverview();
     const queue = rest.concat(restEdges);
     let i = 0;
-    setLoading(`loading ${queue.length} more elements…`);
+    setLoading(`taking in ${queue.length} more elements…`);
     const step = () => {
       const chunk = queue.slice(i, i + CHUNK);
       i += chunk.length;
@@ -291,34 +326,106 @@
           S.pending.delete(el.data.id);
         } else {
           add.push(el);
+          S.pendingEdges.delete(el.data.id);
         }
       }
       S.cy.add(add);  // nodes come before edges in the queue, so every edge finds its ends
+      drawOverviewSoon();
       if (i < queue.length) {
-        setLoading(`loading ${queue.length - i} more elements…`);
+        setLoading(`taking in ${queue.length - i} more elements…`);
         setTimeout(step, 0);
       } else {
         setLoading('');
         S.fullyLoaded = true;
         applyFilter();
         updateThumbs();
-        S.cy.one('render', () => markRendered('fullRenderAt'));
+        S.cy.one('render', () => markRendered('cyAllAt'));
       }
     };
-    // stream the rest in only once the first frame is on screen
+    // the whole story is on screen from the first frame (what Cytoscape has not taken in yet, the overview
+    // draws); Cytoscape takes the rest in small steps after it, so the page answers meanwhile
     S.cy.one('render', () => requestAnimationFrame(() => requestAnimationFrame(() => {
       S.firstRenderAt = S.firstRenderAt || Date.now();
-      setTimeout(step, 0);
+      drawOverview();
+      markRendered('fullRenderAt', () => setTimeout(step, 0));
     })));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // the overview of a large story: scenes and transitions Cytoscape has not taken in yet, drawn as plain
+  // rectangles and lines on a canvas under Cytoscape's, following its pan and zoom
+
+  const STATUS_FILL = { planned: '#3b4a63', done: '#2f6f4f', generating: '#6b4a12', failed: '#6f2f2f', stale: '#5a4a20' };
+  const KIND_STROKE = { continuous: '#7fb3ff', cut: '#c9c9d9', time_skip: '#f2c14e' };
+
+  function startOverview() {
+    const wrap = $('#cy-wrap');
+    const canvas = h('canvas', { id: 'overview', class: 'overview', 'aria-hidden': 'true' });
+    wrap.insertBefore(canvas, $('#cy'));
+    S.overview = { canvas, raf: null };
+    S.cy.on('viewport resize', drawOverviewSoon);
+  }
+
+  function drawOverviewSoon() {
+    if (!S.overview || S.overview.raf) return;
+    S.overview.raf = requestAnimationFrame(() => { S.overview.raf = null; drawOverview(); });
+  }
+
+  function drawOverview() {
+    const ov = S.overview;
+    if (!ov) return;
+    const cy = S.cy, c = ov.canvas, w = $('#cy').clientWidth, ht = $('#cy').clientHeight;
+    if (c.width !== w || c.height !== ht) { c.width = w; c.height = ht; }
+    const ctx = c.getContext('2d');
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, w, ht);
+    if (!S.pending.size && !S.pendingEdges.size) {  // Cytoscape holds everything now
+      cy.off('viewport resize', drawOverviewSoon);
+      c.remove();
+      S.overview = null;
+      return;
+    }
+    const z = cy.zoom(), pan = cy.pan();
+    ctx.setTransform(z, 0, 0, z, pan.x, pan.y);
+    const ext = cy.extent(), m = 100;
+    const inView = (p) => p.x >= ext.x1 - m && p.x <= ext.x2 + m && p.y >= ext.y1 - m && p.y <= ext.y2 + m;
+    const at = (id) => { const p = S.pending.get(id); if (p) return p.position; const n = cy.getElementById(id); return n.nonempty() ? n.position() : null; };
+    ctx.lineWidth = 3;
+    for (const kind of Object.keys(KIND_STROKE)) {
+      ctx.strokeStyle = KIND_STROKE[kind];
+      ctx.beginPath();
+      for (const e of S.pendingEdges.values()) {
+        if (e.data.kind !== kind) continue;
+        const a = at(e.data.source), b = at(e.data.target);
+        if (!a || !b || (!inView(a) && !inView(b))) continue;
+        ctx.moveTo(a.x, a.y);
+        ctx.lineTo(b.x, b.y);
+      }
+      ctx.stroke();
+    }
+    for (const [status, fill] of Object.entries(STATUS_FILL)) {
+      ctx.fillStyle = fill;
+      for (const n of S.pending.values()) {
+        if ((n.data.status || 'planned') !== status || !inView(n.position)) continue;
+        ctx.fillRect(n.position.x - 36, n.position.y - 23, 72, 46);
+      }
+    }
   }
 
   function afterBuild() {
     const cy = S.cy;
     if (!S.big) setLoading('');
-    cy.on('tap', 'node.scene', (e) => selectScene(e.target.id()));
-    cy.on('tap', 'node.character', (e) => selectCharacter(e.target.id()));
-    cy.on('tap', 'node.environment', (e) => showEnvironment(e.target));
-    cy.on('tap', (e) => { if (e.target === cy) clearSelection(); });
+    // one listener with no selector: every event an element emits (thousands while a story loads) is matched
+    // against each listener cy holds
+    cy.on('tap', (e) => {
+      const t = e.target;
+      if (t === cy) clearSelection();
+      else if (t.isNode && t.isNode()) {
+        if (t.hasClass('scene')) selectScene(t.id());
+        else if (t.hasClass('character')) selectCharacter(t.id());
+        else if (t.hasClass('environment')) showEnvironment(t);
+      }
+    });
     if (S.big) { cy.on('viewport', debounce(updateThumbs, 150)); updateThumbs(); }
     S.ready = true;
     applyFilter();
@@ -479,7 +586,7 @@
       const cy = S.cy, n = cy.getElementById(id);
       if (n.empty()) {
         const p = S.pending.get(id);
-        if (p) { p.data = Object.assign(p.data, el.node.data); p.classes = el.node.classes; }
+        if (p) { p.data = Object.assign(p.data, el.node.data); p.classes = el.node.classes; drawOverviewSoon(); }
         else scheduleReload();
       } else {
         cy.batch(() => {
@@ -711,6 +818,7 @@
     try {
       const r = await api('POST', '/api/runs', target ? { kind, target } : { kind });
       mergeJob(r.job);
+      S.lastJob = r.job.id;
       renderJobs();
       return r.job;
     } catch (e) {
@@ -902,6 +1010,7 @@
     try {
       const r = await api('POST', '/api/scenes/' + encodeURIComponent(id) + '/generate', { takes });
       const j = mergeJob(r.job);
+      S.lastJob = r.job.id;
       if (st) { st.className = 'form-status ok'; st.textContent = `job ${r.job.id} (${takes} take${takes === 1 ? '' : 's'}): ${j.state}`; st.dataset.job = r.job.id; }
       renderJobs();
     } catch (e) {
