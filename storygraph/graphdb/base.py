@@ -436,6 +436,10 @@ class CypherStore:
                 for r in self._read("conditioned_on_of_scene", {"scene": scene_id, "take": take})]
 
     # -- deleting --------------------------------------------------------------------------------
+    def scene_children(self, scene_id: str) -> list[str]:
+        """Ids of the scenes that follow this one directly (its outgoing transitions)."""
+        return [r["id"] for r in self._read("scene_children", {"id": scene_id})]
+
     def scene_dependents(self, scene_id: str) -> list[str]:
         """Ids of the other scenes whose takes were made from this scene: conditioned on it (an extension, a look)
         or on one of its remembered appearances."""

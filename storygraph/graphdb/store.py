@@ -219,6 +219,8 @@ class StoryStore(Protocol):
         """Provenance of the scene's chosen take (or of ``take``)."""
 
     # -- deleting --------------------------------------------------------------------------------
+    def scene_children(self, scene_id: str) -> list[str]:
+        """Ids of the scenes that follow this one directly."""
     def scene_dependents(self, scene_id: str) -> list[str]:
         """Other scenes whose takes were conditioned on this scene or on one of its appearances."""
     def delete_scene(self, scene_id: str, placements=()) -> list[str]:

@@ -210,7 +210,7 @@ def scene(scene_id: str):
         "prompt": rec.prompt, "seed": rec.seed, "scores": _scores(rec.scores), "chosen_take": rec.chosen_take,
         "takes_count": rec.takes, "notes": rec.notes, "video_url": media.url(rec.video_path, must_exist=True),
         "thumb_url": media.url(rec.last_frame_path), "takes": takes, "conditioning": conditioning,
-        "next_prompt": _next_prompt(v, ctx), "children": [t.to_id for t in store.transitions() if t.from_id == scene_id],
+        "next_prompt": _next_prompt(v, ctx), "children": store.scene_children(scene_id),
         "editable": v.editable,
     })
 
