@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pytest
 
-from support import commit_take, harbor_story, new_engine
+from support import SHORT_SCENES, SHORT_TRANSITIONS, commit_take
 from storygraph.engine.runs import Cancelled, RunControl, Selection, SelectionError, scenes_to_run, timeline_of
 
 pytestmark = pytest.mark.slow
@@ -22,21 +22,7 @@ pytestmark = pytest.mark.slow
 BRANCHY = (("s01-arrival", "s02-package", "s03-keeper", "s04-meeting"),
            (("s01-arrival", "s02-package", "continuous", None), ("s01-arrival", "s03-keeper", "cut", None),
             ("s03-keeper", "s04-meeting", "cut", None)))
-
-
-@pytest.fixture
-def make(tmp_path, tiny_config, tiny_runtime):
-    made = []
-
-    def build(scene_ids=None, transitions=None, name="story", **overrides):
-        story = harbor_story(*(BRANCHY if scene_ids is None else (scene_ids, transitions)), story_id=name)
-        e = new_engine(tmp_path / name, tiny_config, tiny_runtime, story, **overrides)
-        made.append(e)
-        return e
-
-    yield build
-    for e in made:
-        e.close()
+SHORT = (SHORT_SCENES, SHORT_TRANSITIONS)
 
 
 def media_of(engine, scene_id):
@@ -47,8 +33,8 @@ def media_of(engine, scene_id):
 # -- selections -----------------------------------------------------------------------------------------------
 
 
-def test_selections_name_the_scenes_they_make(make):
-    e = make()
+def test_selections_name_the_scenes_they_make(make_engine):
+    e = make_engine(BRANCHY)
     scenes = e.store.scenes()
     assert [s.id for s in timeline_of(scenes, "s03-keeper")] == ["s01-arrival", "s03-keeper", "s04-meeting"]
     assert [s.id for s in timeline_of(scenes, "s01-arrival")] == ["s01-arrival", "s02-package"]
@@ -62,8 +48,8 @@ def test_selections_name_the_scenes_they_make(make):
         Selection("everything")
 
 
-def test_a_timeline_run_makes_its_scenes_and_the_ones_it_follows_only(make):
-    e = make()
+def test_a_timeline_run_makes_its_scenes_and_the_ones_it_follows_only(make_engine):
+    e = make_engine(BRANCHY)
     states = []
     out = e.run_selection(Selection("branch", "s03-keeper"), on_progress=lambda st: states.append(
         (st.scene, st.stage, st.step, st.steps, st.eta_s, list(st.done))))
@@ -82,8 +68,8 @@ def test_a_timeline_run_makes_its_scenes_and_the_ones_it_follows_only(make):
     assert states[-1][4] == 0 and states[-1][5] == out.done
 
 
-def test_cancel_between_denoising_steps_leaves_nothing_half_written(make, tiny_runtime):
-    e = make(name="short")
+def test_cancel_between_denoising_steps_leaves_nothing_half_written(make_engine, tiny_runtime):
+    e = make_engine(SHORT)
     e.run(until="s01-arrival")
     control = RunControl()
     steps = []
@@ -115,8 +101,8 @@ def test_cancel_between_denoising_steps_leaves_nothing_half_written(make, tiny_r
     assert {s.status for s in e.store.scenes()} == {"done"}
 
 
-def test_cancelling_more_takes_of_a_done_scene_keeps_its_chosen_take(make, tiny_runtime):
-    e = make()
+def test_cancelling_more_takes_of_a_done_scene_keeps_its_chosen_take(make_engine, tiny_runtime):
+    e = make_engine(BRANCHY)
     e.generate("s01-arrival")
     chosen = e.store.scene("s01-arrival")
     control = RunControl()
@@ -140,8 +126,8 @@ def test_cancelling_more_takes_of_a_done_scene_keeps_its_chosen_take(make, tiny_
     assert media_of(e, "s01-arrival") == ["take-0"]
 
 
-def test_a_cancel_from_another_thread_stops_the_run(make, tiny_runtime):
-    e = make()
+def test_a_cancel_from_another_thread_stops_the_run(make_engine, tiny_runtime):
+    e = make_engine(BRANCHY)
     control = RunControl()
     started = threading.Event()
     gen = tiny_runtime["generator"]
@@ -167,10 +153,10 @@ def test_a_cancel_from_another_thread_stops_the_run(make, tiny_runtime):
 # -- deleting -------------------------------------------------------------------------------------------------
 
 
-def test_deleting_a_scene_removes_its_takes_memories_and_media_and_frees_what_follows(make):
+def test_deleting_a_scene_removes_its_takes_memories_and_media_and_frees_what_follows(make_engine):
     from storygraph.engine.errors import SceneInUse
 
-    e = make()
+    e = make_engine(BRANCHY)
     e.run_selection(Selection("branch", "s03-keeper"))
     apps = {a.id for a in e.store.appearances(scene_id="s03-keeper", accepted_only=False)}
     assert apps
@@ -194,18 +180,18 @@ def test_deleting_a_scene_removes_its_takes_memories_and_media_and_frees_what_fo
     assert [(t.from_id, t.to_id) for t in e.store.transitions()] == [("s01-arrival", "s02-package")]
 
 
-def test_deleting_a_planned_scene_makes_its_children_timelines_of_their_own(make):
-    e = make()
+def test_deleting_a_planned_scene_makes_its_children_timelines_of_their_own(make_engine):
+    e = make_engine(BRANCHY)
     e.delete_scene("s03-keeper")
     s04 = e.store.scene("s04-meeting")
     assert (s04.placement.parent_id, s04.placement.branch, s04.placement.pos, s04.clock) == (None, "s04-meeting", 0, 0)
     assert e.store.scene("s02-package").placement.branch == "s01-arrival"  # the rest keeps its placement
 
 
-def test_deleting_a_transition_refuses_a_generated_child_and_frees_a_planned_one(make):
+def test_deleting_a_transition_refuses_a_generated_child_and_frees_a_planned_one(make_engine):
     from storygraph.engine.errors import SceneInUse
 
-    e = make()
+    e = make_engine(BRANCHY)
     e.run(until="s02-package")
     with pytest.raises(SceneInUse):
         e.delete_transition("s01-arrival", "s02-package")
@@ -216,11 +202,11 @@ def test_deleting_a_transition_refuses_a_generated_child_and_frees_a_planned_one
     assert s04.placement.parent_id == "s03-keeper" and s04.clock == pytest.approx(2.0)  # a cut's default gap
 
 
-def test_a_scene_another_scene_remembers_cannot_be_deleted(make):
+def test_a_scene_another_scene_remembers_cannot_be_deleted(make_engine):
     from storygraph.domain import ConditionRecord
     from storygraph.engine.errors import SceneInUse
 
-    e = make()
+    e = make_engine(BRANCHY)
     commit_take(e.store, "s01-arrival")
     app = e.store.appearances(scene_id="s01-arrival")[0]
     commit_take(e.store, "s03-keeper", conditioned_on=[ConditionRecord("keyframe", "Appearance", app.id, 0, 0.6, 0.5, "")])
@@ -242,11 +228,11 @@ def _png_bytes(color=(10, 200, 30), size=(40, 24)) -> bytes:
     return buf.getvalue()
 
 
-def test_an_uploaded_reference_is_kept_as_png_and_conditions_the_scene(make):
+def test_an_uploaded_reference_is_kept_as_png_and_conditions_the_scene(make_engine):
     from storygraph.engine.media import load_image
     from storygraph.engine.references import ReferenceImageError
 
-    e = make()
+    e = make_engine(BRANCHY)
     path = e.add_reference_image(_png_bytes())
     assert path.startswith(str(e.dir / "media" / "references")) and path.endswith(".png")
     assert (load_image(path) == np.array([10, 200, 30], dtype=np.uint8)).all()
@@ -276,11 +262,11 @@ def test_an_uploaded_reference_is_kept_as_png_and_conditions_the_scene(make):
 # -- a timeline as one film -----------------------------------------------------------------------------------
 
 
-def test_a_cut_holds_every_chosen_take_in_story_order_with_sound(make, tmp_path):
+def test_a_cut_holds_every_chosen_take_in_story_order_with_sound(make_engine, tmp_path):
     from storygraph.engine.cut import write_cut
     from storygraph.engine.media import read_video, video_info
 
-    e = make()
+    e = make_engine(BRANCHY)
     e.run()
     e.generate("s03-keeper", takes=1)  # a second take; the chosen one is what the cut shows
     out = write_cut(e.store, tmp_path / "branch.mp4", "s03-keeper")

@@ -9,41 +9,20 @@ element's readyState — never for a text that comes and goes. Screenshots go to
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from support import SCREENSHOTS, harbor_story, new_engine, wait_js
+from support import Served, click_node, harbor_story, new_engine, open_page, shot, wait_js
 from storygraph.webviz import create_app, start, viewer_of
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TIMELINE = ("s01-arrival", "s02-package", "s03-keeper", "s04-meeting", "s06-escape")
-
-
-@dataclass
-class Studio:
-    engine: object
-    app: object
-    server: object
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def token(self) -> str:
-        return self.server.token
-
-    @property
-    def store(self):
-        return self.engine.store
 
 
 @pytest.fixture
@@ -52,33 +31,15 @@ def studio(tmp_path, tiny_config, tiny_runtime):
     app = create_app(eng.store, eng, story_dir=eng.dir, keepalive_s=5)
     rs = start(app)
     try:
-        yield Studio(eng, app, rs)
+        yield Served(eng.store, None, app, rs, eng)
     finally:
         rs.stop()
         viewer_of(app).worker.close(wait=60)
         eng.close()
 
 
-def shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
-
-
 def open_studio(page, studio):
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.goto(f"{studio.url}?token={studio.token}")
-    wait_js(page, "window.storygraph && storygraph.ready && storygraph.live === 'live' && storygraph.editable",
-            timeout=60)
-    return errors
-
-
-def click_node(page, node_id: str) -> None:
-    pos = page.evaluate(f"(() => {{ const p = storygraph.cy.getElementById({json.dumps(node_id)}).renderedPosition();"
-                        "return [p.x, p.y]; })()")
-    box = page.locator("#cy").bounding_box()
-    page.mouse.click(box["x"] + pos[0], box["y"] + pos[1])
+    return open_page(page, studio, "storygraph.editable")
 
 
 def select_scene(page, scene_id: str) -> None:
@@ -191,7 +152,7 @@ def test_run_one_timeline_from_the_page(page, tmp_path, tiny_config, tiny_runtim
     app = create_app(eng.store, eng, story_dir=eng.dir, keepalive_s=5)
     rs = start(app)
     try:
-        open_studio(page, Studio(eng, app, rs))
+        open_studio(page, Served(eng.store, None, app, rs, eng))
         lanes = page.evaluate("storygraph.cy.nodes('.lane').map(n => n.data('branch')).sort()")
         assert lanes == ["s01-arrival", "s03-keeper"]
         page.select_option("#run-branch", "s03-keeper")

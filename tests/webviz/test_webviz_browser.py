@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
-
 import pytest
 
-from support import EXAMPLE, SCREENSHOTS, commit_take, example_store, graph_expectations, wait_js
+from support import EXAMPLE, Served, click_node, commit_take, example_store, graph_expectations, open_page, shot, wait_js
 from storygraph.domain import Character, ConditionRecord, SceneSpec, Transition
 from storygraph.graphdb import TransitionRecord
 from storygraph.timeline import child_placement, transition_decay
@@ -21,53 +19,18 @@ from storygraph.webviz.events import EventHub
 pytestmark = pytest.mark.browser
 
 
-@dataclass
-class Live:
-    store: object
-    story: object
-    app: object
-    server: object
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def token(self) -> str:
-        return self.server.token
-
-
 @pytest.fixture
 def live(tmp_path):
     store, story = example_store(tmp_path / "story")
     app = create_app(store, story_dir=tmp_path / "story", keepalive_s=5)
     rs = start(app)
-    yield Live(store, story, app, rs)
+    yield Served(store, story, app, rs)
     rs.stop()
     store.close()
 
 
-def shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
-
-
 def open_viewer(page, live, token: bool = True):
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.goto(live.url + (f"?token={live.token}" if token else ""))
-    wait_js(page, "window.storygraph && storygraph.ready && storygraph.firstRenderAt && storygraph.live === 'live'",
-            timeout=60)
-    return errors
-
-
-def click_node(page, node_id: str) -> None:
-    """A real mouse click on a node where Cytoscape drew it."""
-    pos = page.evaluate(f"(() => {{ const p = storygraph.cy.getElementById({json.dumps(node_id)}).renderedPosition();"
-                        "return [p.x, p.y]; })()")
-    box = page.locator("#cy").bounding_box()
-    page.mouse.click(box["x"] + pos[0], box["y"] + pos[1])
+    return open_page(page, live, "storygraph.firstRenderAt", token)
 
 
 def test_example_story_renders_with_the_right_counts(page, live):
@@ -262,7 +225,7 @@ def test_edit_a_scene_and_generate_it_from_the_page(page, tmp_path):
     app = create_app(eng.store, eng, story_dir=eng.dir, keepalive_s=5)
     rs = start(app)
     try:
-        live = Live(eng.store, None, app, rs)
+        live = Served(eng.store, None, app, rs, eng)
         open_viewer(page, live)
         assert page.locator("#mode").inner_text().lower() == "studio"
         click_node(page, "s01-arrival")
