@@ -228,7 +228,7 @@ def test_takes_side_by_side_play_in_step_and_one_is_chosen(page, studio):
     page.click(f"#compare-grid .compare-cell[data-take='{other}'] button.choose")
     wait_js(page, event_seen(page, "take.chosen", "s01-arrival", since))
     assert eng.store.scene("s01-arrival").chosen_take == other
-    assert page.evaluate("document.querySelector('#compare').hidden")
+    wait_js(page, "document.querySelector('#compare').hidden")  # closed once the page has the answer
 
 
 # -- references ------------------------------------------------------------------------------------------------
