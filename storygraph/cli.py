@@ -361,30 +361,62 @@ def _holding(engine):
         service.close()
 
 
-def _run_with_progress(engine, takes=None, until=None, note: str = "") -> list:
-    """Run unfinished scenes with a rich progress bar per scene and per stage."""
+def _run_with_progress(engine, takes=None, until=None, note: str = "", selection=None):
+    """Run ``selection`` (default: every unfinished scene, up to ``until``) with a progress display: the story's
+    scenes, the current scene's stage and denoising step, and the time left. The first Ctrl-C cancels after the
+    current denoising step (the scene goes back to planned); a second one stops at once."""
+    import signal
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .engine.engine import STAGES
+    from .engine.runs import RunControl, Selection
 
-    todo = [s for s in engine.store.scenes() if s.status != "done"]
+    selection = selection or Selection("all", until=until)
     console = _console()
     if note:
         console.print(f"[yellow]{note}[/]", markup=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-        story_task = progress.add_task("story", total=len(todo))
-        stage_task = progress.add_task("", total=len(STAGES))
+    control = RunControl()
 
-        def on_stage(scene_id, stage, info):
-            if stage == "plan":
-                progress.update(stage_task, completed=0)
-            progress.update(stage_task, description=f"{scene_id}: {stage}", completed=STAGES.index(stage) + 1)
-            if stage == "commit":
-                progress.advance(story_task)
+    def interrupt(signum, frame):
+        if control.cancelled:
+            raise KeyboardInterrupt
+        control.cancel()
+        console.print("[yellow]cancelling after this denoising step (Ctrl-C again to stop at once)[/]", markup=True)
 
-        done = engine.run(until=until, takes=takes, progress=on_stage)
-    return done
+    try:
+        previous = signal.signal(signal.SIGINT, interrupt)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.fields[left]}"), console=console) as progress:
+            story_task = progress.add_task(selection.describe(), total=None, left="")
+            scene_task = progress.add_task("", total=1, left="")
+
+            def on_progress(st):
+                left = "" if st.eta_s is None else f"~{_seconds(st.eta_s)} left"
+                progress.update(story_task, total=st.scenes, completed=len(st.done), left=left)
+                what = f"{st.scene}: {st.stage}" + ("" if st.take is None else f" (take {st.take})")
+                progress.update(scene_task, description=what, total=max(1, st.steps), completed=st.step)
+
+            outcome = engine.run_selection(selection, takes=takes, control=control, on_progress=on_progress)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if outcome.skipped:
+        console.print(f"skipped (their parent is not done): {', '.join(outcome.skipped)}")
+    return outcome.done
+
+
+def _seconds(x: float) -> str:
+    x = int(round(max(0.0, x)))
+    return f"{x // 60} min {x % 60} s" if x >= 60 else f"{x} s"
+
+
+def _cancelled(engine) -> None:
+    planned = [s.id for s in engine.store.scenes() if s.status != "done"]
+    _report("cancelled:", f"stopped between two denoising steps; {len(planned)} scene(s) left to make — "
+                          "`storygraph resume` continues")
 
 
 def _summary(engine) -> None:
@@ -399,6 +431,16 @@ def _summary(engine) -> None:
                              markup=True)
 
 
+def _quiet(verbose: bool) -> None:
+    if not verbose:
+        from .engine.quiet import quiet_libraries
+
+        quiet_libraries()
+
+
+VERBOSE_HELP = "also show the libraries' own output (loading bars, logs, warnings)"
+
+
 @main.command()
 @click.argument("story_file", type=click.Path(dir_okay=False))
 @folder_options()
@@ -406,20 +448,41 @@ def _summary(engine) -> None:
 @click.option("--model", default=None, help="LTX-2 weights: a folder or hub id (overrides models.ltx2)")
 @click.option("--takes", type=int, default=None, help="takes per scene; the best continues the timeline")
 @click.option("--until", default=None, help="stop after this scene")
-def run(story_file, directory, graph, database, model, takes, until):
+@click.option("--branch", default=None, help="only this timeline: its scenes and the ones it follows")
+@click.option("--tiny", is_flag=True,
+              help="tiny random-weight models at the smallest size the rules take: a smoke run of this story file")
+@click.option("--verbose", "-v", is_flag=True, help=VERBOSE_HELP)
+def run(story_file, directory, graph, database, model, takes, until, branch, tiny, verbose):
     """Load a story and generate every scene in timeline order."""
-    from .config import Config
+    from .config import CONFIG_NAME, Config
+    from .engine.runs import Cancelled, Selection
 
+    _quiet(verbose)
     story = _load_story(story_file)
-    config = Config.load(directory) if Path(directory).exists() else Config()
+    note = ""
+    if tiny:
+        from .engine import demo as demo_mod
+
+        has_config = (Path(directory) / CONFIG_NAME).exists()
+        _console().print(f"[bold yellow]{demo_mod.SMOKE_NOTE}[/]", markup=True)
+        config = demo_mod.prepare(directory, save=not has_config, quiet=not verbose)
+        story = demo_mod.demo_story(story)
+        if has_config:
+            note = f"--tiny: the models of {Path(directory) / CONFIG_NAME} are left aside for this run"
+    else:
+        config = Config.load(directory) if Path(directory).exists() else Config()
     if model:
         config = config.with_overrides(models={"ltx2": model})
     engine = _engine(directory, graph, story.id, database, config)
+    selection = Selection("branch", branch, until) if branch else Selection("all", until=until)
     try:
         with _holding(engine):
             engine.load(story)
-            _run_with_progress(engine, takes=takes, until=until)
+            _run_with_progress(engine, takes=takes, note=note, selection=selection)
             _summary(engine)
+    except Cancelled:
+        _cancelled(engine)
+        sys.exit(130)
     except Exception as e:  # noqa: BLE001 - a clear line for any model or library error
         _unexpected(e)
     finally:
@@ -431,18 +494,43 @@ def run(story_file, directory, graph, database, model, takes, until):
 @click.option("--story", "story_id", default=None, help="story id, when the graph holds several")
 @click.option("--database", default=None, envvar="NEO4J_DATABASE", help="Neo4j database name")
 @click.option("--takes", type=int, default=None, help="takes per scene; the best continues the timeline")
-def resume(directory, graph, story_id, database, takes):
+@click.option("--branch", default=None, help="only this timeline: its scenes and the ones it follows")
+@click.option("--verbose", "-v", is_flag=True, help=VERBOSE_HELP)
+def resume(directory, graph, story_id, database, takes, branch, verbose):
     """Finish a run that was stopped or killed, from the first unfinished scene."""
+    from .engine.runs import Cancelled, Selection
+
     _existing(directory)
+    _quiet(verbose)
     engine = _engine(directory, graph, story_id, database)
     try:
         with _holding(engine):
-            _run_with_progress(engine, takes=takes)
+            _run_with_progress(engine, takes=takes, selection=Selection("branch", branch) if branch else None)
             _summary(engine)
+    except Cancelled:
+        _cancelled(engine)
+        sys.exit(130)
     except Exception as e:  # noqa: BLE001
         _unexpected(e)
     finally:
         engine.close()
+
+
+@main.command()
+@click.argument("out", type=click.Path(dir_okay=False))
+@folder_options()
+@click.option("--story", "story_id", default=None, help="story id, when the graph holds several")
+@click.option("--branch", default=None, help="the timeline to cut (default: the main one)")
+def cut(out, directory, graph, story_id, branch):
+    """Write a timeline as one film: the chosen take of each scene, in story order, with sound."""
+    from .engine.cut import write_cut
+
+    _existing(directory)
+    with _reading_store(graph or str(directory), story_id, None) as store:
+        result = write_cut(store, out, branch)
+    stopped = f"; stops before {result.stopped_at} (not generated)" if result.stopped_at else ""
+    _console().print(f"wrote {out}: timeline {result.branch}, {len(result.scenes)} scene(s), "
+                     f"{result.duration_s:.2f} s{stopped}")
 
 
 def _existing(directory: Path) -> None:
@@ -536,41 +624,53 @@ def report(directory, graph, story_id, out):
 
 @main.command()
 @folder_options(positional=True, default="storygraph-demo")
+@click.option("--story", "story_file", default=None, type=click.Path(dir_okay=False),
+              help="your story file instead of the example (made at the tiny size)")
 @click.option("--overwrite", is_flag=True, help="replace the folder if it exists")
 @click.option("--ltx-version", type=click.Choice(["2.0", "2.3", "2.5"]), default="2.3", show_default=True,
               help="the LTX-2 generation of the tiny checkpoint (2.5: Gemma 4 text encoder, duration head)")
 @click.option("--ic-lora", is_flag=True, help="also build a tiny random IC-LoRA: cuts go in as reference sheets")
 @click.option("--until", default=None, help="stop after this scene")
-def demo(directory, graph, overwrite, ltx_version, ic_lora, until):
-    """The example story end to end with tiny random-weight models made on the spot (a smoke run)."""
+@click.option("--verbose", "-v", is_flag=True, help=VERBOSE_HELP)
+def demo(directory, graph, story_file, overwrite, ltx_version, ic_lora, until, verbose):
+    """A story end to end with tiny random-weight models made on the spot (a smoke run): the example, or yours."""
     import shutil
     import time
 
     from .engine import demo as demo_mod
 
+    source = story_file or str(demo_mod.example_story_path())
+    story = demo_mod.demo_story(_load_story(source))  # a broken file is refused before anything is written
     d = Path(directory)
     if d.exists() and any(d.iterdir()):
         if not overwrite:
             _fail(f"{d} exists and is not empty; pass --overwrite or another folder", EXIT_BAD_INPUT)
         shutil.rmtree(d)
+    _quiet(verbose)
     t0 = time.perf_counter()
     console = _console()
     console.print(f"[bold yellow]{demo_mod.SMOKE_NOTE}[/]", markup=True)
     console.print(f"building tiny CLIP, DINOv2 and LTX-{ltx_version} models from configs"
                   f"{' and a tiny IC-LoRA' if ic_lora else ''}…")
-    config = demo_mod.prepare(d, ltx_version=ltx_version, ic_lora=ic_lora)
-    story = demo_mod.demo_story(_load_story(str(demo_mod.example_story_path())), refs_dir=d / "refs")
+    config = demo_mod.prepare(d, ltx_version=ltx_version, ic_lora=ic_lora, quiet=not verbose)
+    if not story_file:  # the example's stand-in reference images are drawn inside the demo folder
+        story = demo_mod.demo_story(_load_story(source), refs_dir=d / "refs")
     engine = _engine(d, graph, config=config)
     try:
         engine.load(story)
-        _run_with_progress(engine, until=until)
+        t_run = time.perf_counter()
+        done = _run_with_progress(engine, until=until)
+        run_s = time.perf_counter() - t_run
         _summary(engine)
         from .engine.report import write_report
 
         write_report(engine.store, d / "report", title=f"{story.title} (smoke run)", note=demo_mod.SMOKE_NOTE)
     finally:
         engine.close()
-    console.print(f"done in {time.perf_counter() - t0:.1f} s: story in {d}, report in {d / 'report' / 'report.html'}\n"
+    per_scene = f", {run_s / len(done):.1f} s per scene" if done else ""
+    size = demo_mod.DEMO_DEFAULTS
+    console.print(f"done in {time.perf_counter() - t0:.1f} s ({size.width}x{size.height}, {size.frames} frames, "
+                  f"{size.steps} steps{per_scene}): story in {d}, report in {d / 'report' / 'report.html'}\n"
                   f"explore it: storygraph show --dir {d} · storygraph studio --dir {d}")
 
 

@@ -68,6 +68,27 @@ def store(make_store):
     return make_store()
 
 
+# -- engines ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def make_engine(tmp_path, tiny_config, tiny_runtime):
+    """``make_engine((scene ids, transitions), **config overrides)``: a StoryEngine on a new folder with the shared
+    tiny models and that cut of the example story loaded (closed after the test)."""
+    from support import harbor_story, new_engine
+
+    engines = []
+
+    def make(shape, **config_overrides):
+        scenes, transitions = shape
+        e = new_engine(tmp_path / f"story{len(engines)}", tiny_config, tiny_runtime,
+                       harbor_story(scenes, transitions), **config_overrides)
+        engines.append(e)
+        return e
+
+    yield make
+    for e in engines:
+        e.close()
+
+
 # -- tiny models ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory) -> dict:

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -197,6 +197,49 @@ def read_sse(response, want: int, timeout: float = 10.0, stop_on=None) -> list[d
             if stop_on is not None and stop_on(msg):
                 return out
     return out
+
+
+@dataclass
+class Served:
+    """A viewer served from a daemon thread: its store, the story it holds, its engine (a studio) and its app."""
+
+    store: object
+    story: object
+    app: object
+    server: object
+    engine: object = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def token(self) -> str:
+        return self.server.token
+
+
+def shot(page, name: str) -> None:
+    """A screenshot of the page, kept as a test artifact under artifacts/screenshots/."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def open_page(page, served: Served, ready: str, token: bool = True) -> list:
+    """Open the viewer (with its token) and wait until ``ready`` holds; returns the page's errors as they come."""
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(served.url + (f"?token={served.token}" if token else ""))
+    wait_js(page, f"window.storygraph && storygraph.ready && storygraph.live === 'live' && ({ready})", timeout=60)
+    return errors
+
+
+def click_node(page, node_id: str) -> None:
+    """A real mouse click on a node where Cytoscape drew it."""
+    pos = page.evaluate(f"(() => {{ const p = storygraph.cy.getElementById({json.dumps(node_id)}).renderedPosition();"
+                        "return [p.x, p.y]; })()")
+    box = page.locator("#cy").bounding_box()
+    page.mouse.click(box["x"] + pos[0], box["y"] + pos[1])
 
 
 def wait_js(page, expression: str, timeout: float = 15.0, interval: float = 0.03):

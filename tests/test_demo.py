@@ -212,3 +212,59 @@ def test_the_demo_runs_with_each_ltx_version(tmp_path, version):
         store.close()
     assert modes == {("s01-arrival", "memory", "context"), ("s02-package", "extension", "extend"),
                      ("s03-keeper", "memory", "context")}
+
+
+# -- a user's own story, quiet runs, the cut ---------------------------------------------------------------------
+
+
+def test_demo_runs_a_users_story_at_a_size_the_rules_take(tmp_path):
+    """A story file at a real size (768x512, 121 frames, 8 steps) is made at the demo size, which the story file
+    rules accept too (the size they would refuse is never used)."""
+    from storygraph.domain import generation_settings
+    from storygraph.engine.demo import DEMO_DEFAULTS
+    from storygraph.graphdb import open_store
+
+    from support import write_story_yaml
+
+    mine = write_story_yaml(tmp_path / "mine.yaml", width=768, height=512, frames=121, steps=8, story_id="mine")
+    assert storygraph_cli("validate", mine).returncode == 0
+    d = tmp_path / "smoke"
+    r = storygraph_cli("demo", "--story", mine, "--dir", d, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "5 scenes: 5 done" in " ".join(r.stdout.split())
+    store = open_store(d, create=False)
+    try:
+        scenes = store.scenes()
+    finally:
+        store.close()
+    assert len(scenes) == 5
+    rules = {name: s for name, _, s in generation_settings()}
+    for s in scenes:
+        for name in ("width", "height", "frames", "steps", "fps"):
+            value = getattr(s.spec, name)
+            assert value == getattr(DEMO_DEFAULTS, name), (s.id, name, value)
+            assert rules[name].allows(value), (s.id, name, value)
+        assert s.status == "done"
+
+
+def test_run_tiny_is_quiet_and_v_shows_the_libraries(tmp_path):
+    from support import SHORT_SCENES, write_story_yaml
+
+    story = write_story_yaml(tmp_path / "two.yaml", SHORT_SCENES[:2], (("s01-arrival", "s02-package", "continuous", None),),
+                             story_id="two")
+    quiet = storygraph_cli("run", story, "--dir", tmp_path / "q", "--tiny", timeout=600)
+    assert quiet.returncode == 0, quiet.stdout[-3000:] + quiet.stderr[-3000:]
+    assert "2 scenes: 2 done" in " ".join(quiet.stdout.split())
+    for noise in ("Loading", "it/s", "Warning", "warn("):
+        assert noise not in quiet.stderr and noise not in quiet.stdout, noise
+    loud = storygraph_cli("run", story, "--dir", tmp_path / "v", "--tiny", "-v", timeout=600)
+    assert loud.returncode == 0
+    assert "Loading" in loud.stderr  # the libraries' loading bars, left as they are
+    # the same story as one film: the frames of both scenes
+    from storygraph.engine.media import video_info
+
+    cut = storygraph_cli("cut", tmp_path / "two.mp4", "--dir", tmp_path / "q", timeout=120)
+    assert cut.returncode == 0, cut.stderr
+    assert video_info(tmp_path / "two.mp4")["frames"] == 2 * 9
+    again = storygraph_cli("cut", tmp_path / "x.mp4", "--dir", tmp_path / "q", "--branch", "nowhere", timeout=120)
+    assert again.returncode == 2 and "nowhere" in again.stderr and not (tmp_path / "x.mp4").exists()

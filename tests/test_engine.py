@@ -12,27 +12,11 @@ from dataclasses import replace
 
 import pytest
 
-from support import graph_accepted_ids, harbor_story, new_engine
+from support import graph_accepted_ids
 
 ONE = (("s01-arrival",), ())
 CONTINUOUS = (("s01-arrival", "s02-package"), (("s01-arrival", "s02-package", "continuous", None),))
 CUT = (("s01-arrival", "s02-package"), (("s01-arrival", "s02-package", "cut", None),))
-
-
-@pytest.fixture
-def make_engine(tmp_path, tiny_config, tiny_runtime):
-    engines = []
-
-    def make(shape=ONE, **config_overrides):
-        scenes, transitions = shape
-        e = new_engine(tmp_path / f"story{len(engines)}", tiny_config, tiny_runtime,
-                       harbor_story(scenes, transitions), **config_overrides)
-        engines.append(e)
-        return e
-
-    yield make
-    for e in engines:
-        e.close()
 
 
 def _apps(engine, scene_id):

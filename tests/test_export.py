@@ -141,3 +141,42 @@ def test_report_writes_html_and_png(story, tmp_path):
     png = (out / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(png) > 1000
+
+
+def test_the_report_plots_each_branch_apart(tmp_path):
+    """The example story forks after s07-dawn; mara is in s08-return (main) and s08-overboard (the branch). Her
+    line on the branch starts at her last point before the fork and holds the branch's own points, never the
+    main timeline's after the fork (one zigzag line through both would)."""
+    from support import commit_take, example_store
+    from storygraph.engine.report import identity_series, write_report
+
+    store, story = example_store(tmp_path / "story")
+    try:
+        for i, s in enumerate(story.scenes):
+            commit_take(store, s.id, identity=0.5 + 0.04 * i)
+        series = identity_series(store)
+        scenes = {s.id: s for s in store.scenes()}
+        apps = store.appearances(with_vectors=False)
+        report = write_report(store, tmp_path / "report")
+    finally:
+        store.close()
+    assert report["series"] == series
+    points = {}
+    for a in apps:
+        points.setdefault((a.character_id, a.scene_id), []).append((a.clock, a.identity_score))
+    main, fork = scenes["s01-arrival"].placement.branch, scenes["s08-overboard"].placement.branch
+    assert main != fork
+    for cid, lines in series.items():
+        for b, pts in lines.items():
+            own = sorted(p for sid, s in scenes.items() if s.placement.branch == b for p in points.get((cid, sid), []))
+            if b == main:
+                assert sorted(pts) == own, (cid, b)
+                continue
+            # before the fork: the character's latest point on the scenes the branch follows
+            before = [p for sid, s in scenes.items() if s.placement.branch == main and s.clock <= scenes["s07-dawn"].clock
+                      for p in points.get((cid, sid), [])]
+            assert sorted(pts) == sorted(own + ([max(before)] if before else [])), (cid, b)
+    mara = series["mara"]
+    assert set(mara) == {main, fork}
+    after_fork_on_main = {p for sid in ("s08-return", "s09-market") for p in points.get(("mara", sid), [])}
+    assert after_fork_on_main and not after_fork_on_main & set(mara[fork])

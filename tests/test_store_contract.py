@@ -202,6 +202,43 @@ def test_single_upserts(store):
     assert ctx.scene.spec.width == 768  # defaults filled from the stored story
 
 
+def test_children_dependents_and_deleting(store):
+    """A scene's children; who was made from it (an extension, a remembered appearance); deleting a scene takes its
+    takes and appearances with it and writes the placements given; deleting a transition likewise."""
+    from storygraph.domain import Placement
+
+    store.load_story(small_story())
+    assert store.scene_children("b") == ["c", "d"] and store.scene_children("c") == []
+    store.commit_take(commit("a", 0, [appearance("a0m", "mara", "a", 0.0)]))
+    store.commit_take(commit("b", 0, [appearance("b0m", "mara", "b", 1.0, pos=1), appearance("b0i", "ivo", "b", 1.0, pos=1)],
+                             cond=[ConditionRecord("extension", "Scene", "a", 0, 1.0, None, "continuous from a")]))
+    store.commit_take(commit("c", 0, [appearance("c0i", "ivo", "c", 4.0, pos=2)],
+                             cond=[ConditionRecord("keyframe", "Appearance", "b0i", 0, 0.6, 0.5, "memory of ivo")]))
+    assert store.scene_dependents("a") == ["b"]
+    assert store.scene_dependents("b") == ["c"]  # c remembers b's appearance of ivo
+    assert store.scene_dependents("c") == [] and store.scene_dependents("d") == []
+    d = store.scene("d")
+    loose = Placement("d", 0.0, "d", 0)  # d, cut loose from b, starts a timeline
+    seq = store.delete_transition("b", "d", [(d.spec, loose)])
+    assert seq == store.last_event_seq() and store.events_since(seq - 1)[-1].kind == "transition.deleted"
+    assert [(t.from_id, t.to_id) for t in store.transitions()] == [("a", "b"), ("b", "c")]
+    assert (store.scene("d").placement.parent_id, store.scene("d").placement.branch, store.scene("d").clock) == (
+        None, "d", 0.0)
+    assert store.scene("d").spec.characters == ("ivo",)
+    removed = store.delete_scene("c")
+    assert removed == ["c0i"] and store.scene("c") is None and store.takes("c") == []
+    assert store.appearances(scene_id="c", accepted_only=False) == []
+    assert store.scene_dependents("b") == [] and store.scene_children("b") == []
+    rows = store.query("MATCH (t:Take) RETURN t.scene_id AS s ORDER BY s", {}, read_only=True).rows
+    assert rows == [["a"], ["b"]]
+    assert store.events_since(store.last_event_seq() - 1)[-1].kind == "scene.deleted"
+    with pytest.raises(StoreError):
+        store.delete_scene("c")
+    with pytest.raises(StoreError):
+        store.delete_transition("b", "c-missing")
+
+
+
 def _contract() -> list:
     """Every test above that takes nothing but a store: together, the contract."""
     return [fn for name, fn in sorted(globals().items()) if name.startswith("test_") and callable(fn)

@@ -71,7 +71,7 @@ def test_graph_has_every_scene_character_environment_and_edge(story, app):
     assert edges == {"next": want["next"], "appears": want["appears"], "setin": want["setin"]}
     assert g["counts"]["scenes"] == want["scenes"] and g["counts"]["transitions"] == want["next"]
     assert g["story"]["title"] == st.title
-    assert g["editable"] is False and g["layout"] == "dagre" and g["big"] is False
+    assert g["editable"] is False and g["layout"] == "preset" and g["dagre"] is True and g["big"] is False
     # NEXT carries kind, gap and decay; decay falls with the gap
     nxt = {(e["data"]["source"], e["data"]["target"]): e["data"] for e in g["edges"] if e["data"]["type"] == "next"}
     for t in st.transitions:
@@ -222,14 +222,16 @@ def test_console_refuses_writes_and_the_graph_stays(story, app):
 
 
 def test_console_errors_and_time_limit(story):
-    app = make_app(story[0], query_timeout_s=0.05, max_query_rows=3)
+    app = make_app(story[0], query_timeout_s=60, max_query_rows=3)
     c = app.test_client()
     bad = post(c, app, "/api/query", {"cypher": "MATCH (n RETURN n"})  # the guard's grammar refuses it
     assert bad.status_code == 403 and "missing ')'" in bad.get_json()["error"]
     unknown = post(c, app, "/api/query", {"cypher": "MATCH (n:NoSuchLabel) RETURN n"})  # the engine's binder does
     assert unknown.status_code == 400 and "NoSuchLabel" in unknown.get_json()["error"]
+    viewer_of(app).config.query_timeout_s = 0.05  # only this query must run out of time, however loaded the machine
     slow = post(c, app, "/api/query", {"cypher": "UNWIND range(1, 30000000) AS x RETURN sum(x) AS s"})
     assert slow.status_code == 400 and "time limit" in slow.get_json()["error"]
+    viewer_of(app).config.query_timeout_s = 60
     many = post(c, app, "/api/query", {"cypher": "MATCH (s:Scene) RETURN s.id"}).get_json()
     assert len(many["rows"]) == 3 and many["truncated"] and many["row_count"] == 3 and many["max_rows"] == 3
     assert post(c, app, "/api/query", {"cypher": "  "}).status_code == 400

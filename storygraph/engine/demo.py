@@ -1,14 +1,17 @@
-"""``storygraph demo``: the example story end to end with the embedded database and tiny random-weight models.
+"""``storygraph demo``: a story end to end with the embedded database and tiny random-weight models.
 
 A smoke run: it proves that every part runs together (graph, retrieval, conditioning in every memory mode,
 generation through diffusers' real LTX-2 pipelines, observation, commits, provenance) on a laptop CPU. The models
 are built on the spot from configs with random weights, so the pictures are noise and the scores say nothing
 about quality.
 
-The example story names no reference images; the demo draws a small stand-in for two of its characters (a
-figure in the colours of their description) so that the run also shows a reference image used as memory from
-the character's first scene. ``ltx_version`` picks the tiny checkpoint's generation (2.0, 2.3 or 2.5); with
-``ic_lora`` a tiny random IC-LoRA is built as well and cuts go in as reference sheets.
+The story is the example one, or the user's own (``demo --story FILE``, ``run --tiny``): every scene is made at
+``DEMO_DEFAULTS``, the smallest size the story file rules allow (so a story checked by ``validate`` at its real
+size runs here in seconds per scene). The example story names no reference images; the demo draws a small
+stand-in for two of its characters (a figure in the colours of their description) so that the run also shows a
+reference image used as memory from the character's first scene. ``ltx_version`` picks the tiny checkpoint's
+generation (2.0, 2.3 or 2.5); with ``ic_lora`` a tiny random IC-LoRA is built as well and cuts go in as reference
+sheets.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from pathlib import Path
 from ..config import Config, EngineConfig, ModelsConfig
 from ..domain import GenerationDefaults, Story
 
-#: Generation size for the tiny models: two latent pixels a side (so a half-size memory is one), one latent chunk.
+#: Generation size for the tiny models: the smallest the story file rules take (64x64, one latent chunk in time;
+#: two latent pixels a side, so a half-size memory is one).
 DEMO_DEFAULTS = GenerationDefaults(width=64, height=64, frames=9, fps=8.0, steps=2, guidance=1.0, seed=7)
 DEMO_VERSION = "2.3"
 SMOKE_NOTE = ("smoke run: tiny models with random weights — the pictures are noise and the scores say nothing "
@@ -57,8 +61,8 @@ def draw_stand_in(path, colours, size: int = 96) -> Path:
 
 
 def demo_story(story: Story, defaults: GenerationDefaults = DEMO_DEFAULTS, refs_dir=None) -> Story:
-    """The story at the tiny models' size: per-scene sizes and steps give way to ``defaults``. With ``refs_dir``,
-    the characters of :data:`STAND_INS` get a stand-in reference image drawn there."""
+    """The story at the tiny models' size: per-scene sizes and steps give way to ``defaults``; seeds stay. With
+    ``refs_dir``, the characters of :data:`STAND_INS` that have no reference get a stand-in image drawn there."""
     scenes = tuple(replace(s, width=None, height=None, frames=None, fps=None, steps=None, guidance=None)
                    for s in story.scenes)
     characters = story.characters
@@ -67,19 +71,20 @@ def demo_story(story: Story, defaults: GenerationDefaults = DEMO_DEFAULTS, refs_
             replace(c, reference_path=str(draw_stand_in(Path(refs_dir) / f"{c.id}.png", STAND_INS[c.id]).resolve()))
             if c.id in STAND_INS and not c.reference_path else c for c in story.characters)
     return replace(story, scenes=scenes, characters=characters,
-                   defaults=replace(defaults, negative_prompt=story.defaults.negative_prompt))
+                   defaults=replace(defaults, negative_prompt=story.defaults.negative_prompt,
+                                    seed=story.defaults.seed))
 
 
-def prepare(story_dir, ltx_version: str = DEMO_VERSION, ic_lora: bool = False) -> Config:
-    """Build the tiny models under ``<story_dir>/models`` and write a storygraph.toml that uses them."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
+def prepare(story_dir, ltx_version: str = DEMO_VERSION, ic_lora: bool = False, save: bool = True,
+            quiet: bool = True) -> Config:
+    """Build the tiny models under ``<story_dir>/models`` (kept when there) and return a config that uses them;
+    with ``save``, also write it as the folder's storygraph.toml; with ``quiet``, without the libraries' output."""
+    from .quiet import quiet_libraries
     from .tiny.encoders import make_encoders
     from .tiny.ltx2 import make_ic_lora, make_ltx2
 
-    transformers_logging.disable_progress_bar()  # a smoke run's output is the story, not loader bars
-    diffusers_logging.disable_progress_bar()
+    if quiet:
+        quiet_libraries()  # a smoke run's output is the story, not loader bars
 
     d = Path(story_dir)
     models = d / "models"
@@ -94,5 +99,6 @@ def prepare(story_dir, ltx_version: str = DEMO_VERSION, ic_lora: bool = False) -
         models=ModelsConfig(clip=enc["clip"], dino=enc["dino"], ltx2=str(ltx), device="cpu", ic_lora=lora),
         engine=EngineConfig(observe_frames=4),
     )
-    config.save(d)
+    if save:
+        config.save(d)
     return config

@@ -15,6 +15,7 @@ keys, take numbers, the best take, reinforcement) and a :class:`GenerationLock` 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -24,25 +25,34 @@ from ..domain import MEMORY_MODES, Character, Environment, SceneSpec, Story, Tra
 from ..faults import crash_point
 from ..graphdb import SceneCommit, SceneContext, SceneRecord, StoryStore, TakeRecord, TransitionRecord, open_store
 from ..timeline import child_placement, place_scenes, transition_decay
-from .errors import EngineError, GenerationBusy, InvalidRequest, NotReady, SceneExists, SceneNotFound
+from .errors import EngineError, GenerationBusy, InvalidRequest, NotReady, SceneExists, SceneInUse, SceneNotFound
 from .indexes import IndexKeeper
 from .locks import GenerationLock
 from .models import ModelRegistry
 from .prompts import build_prompt, retrieval_text
+from .references import reference_root
+from .runs import Cancelled, Progress, ProgressState, RunControl, Selection, scenes_to_run
 from .takes import TakeBook, TakeOutcome
 
-__all__ = ["StoryEngine", "STAGES", "SceneWork", "EngineError", "SceneNotFound", "SceneExists", "NotReady",
-           "GenerationBusy", "InvalidRequest"]
+__all__ = ["StoryEngine", "STAGES", "SceneWork", "RunOutcome", "EngineError", "SceneNotFound", "SceneExists",
+           "NotReady", "GenerationBusy", "InvalidRequest", "Cancelled", "RunControl", "Selection"]
 
 STAGES = ("plan", "retrieve", "condition", "generate", "observe", "commit")
 ProgressFn = Callable[[str, str, dict], None]  # (scene id, stage, info)
 
 
-def reference_root(store: StoryStore, story_dir: Path) -> str:
-    """The folder relative reference image paths resolve against: the story file's, else the story folder."""
-    meta = store.story_meta() or {}
-    src = meta.get("source_path")
-    return str(Path(src).parent) if src else str(story_dir)
+def _subtree(roots, transitions) -> set:
+    """The ids of ``roots`` and every scene after them along the transitions."""
+    children: dict = {}
+    for t in transitions:
+        children.setdefault(t.from_id, []).append(t.to_id)
+    out, stack = set(), list(roots)
+    while stack:
+        sid = stack.pop()
+        if sid not in out:
+            out.add(sid)
+            stack.extend(children.get(sid, ()))
+    return out
 
 
 @dataclass
@@ -56,10 +66,21 @@ class SceneWork:
     parent_frames: Optional[list] = None  # the parent take's last frames, oldest first
     plan: Any = None  # the ConditioningPlan
     reference: Any = None  # the composed reference sheet (a ReferenceInput) in reference mode
+    made: list = field(default_factory=list)  # take numbers this run started making (their media may be on disk)
 
     @property
     def scene(self) -> SceneRecord:
         return self.ctx.scene
+
+
+@dataclass
+class RunOutcome:
+    """What a run did: the scenes it planned to make, made, and skipped (their parent is not done)."""
+
+    selection: Selection
+    planned: list = field(default_factory=list)
+    done: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
 
 
 class StoryEngine:
@@ -192,6 +213,119 @@ class StoryEngine:
         gap = t.effective_gap
         return TransitionRecord(t.from_id, t.to_id, t.kind, gap, transition_decay(gap, self.config.memory.tau_story))
 
+    # -- reference images ------------------------------------------------------------------------------
+    def add_reference_image(self, data: bytes) -> str:
+        """Keep an uploaded image in the story folder (checked and written as PNG); returns its path."""
+        from .references import save_reference_image
+
+        return str(save_reference_image(self.dir, data))
+
+    def set_character_reference(self, character_id: str, path: Optional[str]) -> None:
+        """Give a character a reference image (or none): its identity anchor for retrieval and scoring."""
+        found = [c for c in self.store.characters() if c.id == character_id]
+        if not found:
+            raise SceneNotFound(f"no character {character_id!r}")
+        self.add_character(replace(found[0], reference_path=self._checked_reference(path)))
+
+    def set_environment_reference(self, environment_id: str, path: Optional[str]) -> None:
+        """Give a place a reference image (or none)."""
+        found = [e for e in self.store.environments() if e.id == environment_id]
+        if not found:
+            raise SceneNotFound(f"no environment {environment_id!r}")
+        self.add_environment(replace(found[0], reference_path=self._checked_reference(path)))
+
+    def set_scene_reference(self, scene_id: str, kind: str, path: Optional[str], character: Optional[str] = None,
+                            strength: float = 1.0, frame_index: int = 0) -> SceneRecord:
+        """Condition a scene on an image: a ``character``, ``costume`` or ``place`` reference (``character`` names
+        whose, for the first two). It replaces the scene's reference of the same kind and character; ``path`` None
+        removes it. The scene goes back to planned."""
+        from ..domain import Reference
+        from .references import SCENE_KINDS
+
+        scene = self.store.scene(scene_id)
+        if scene is None:
+            raise SceneNotFound(f"no scene {scene_id!r}")
+        if kind not in SCENE_KINDS:
+            raise InvalidRequest(f"reference kind {kind!r}: expected one of {', '.join(SCENE_KINDS)}")
+        who = character if kind in ("character", "costume") else None
+        if kind in ("character", "costume") and who not in scene.spec.characters:
+            raise InvalidRequest(f"a {kind} reference names one of the scene's characters "
+                                 f"({', '.join(scene.spec.characters) or 'it has none'})")
+        if not 0.0 <= float(strength) <= 1.0:
+            raise InvalidRequest("strength: expected a number from 0 to 1")
+        refs = [r for r in scene.spec.references if not (r.kind == kind and r.character == who)]
+        if path is not None:
+            refs.append(Reference(self._checked_reference(path), kind, who, int(frame_index), float(strength)))
+        return self.update_scene(scene_id, references=tuple(refs))
+
+    def _checked_reference(self, path: Optional[str]) -> Optional[str]:
+        if path is None:
+            return None
+        from .references import is_uploaded
+
+        p = Path(path)
+        if not is_uploaded(self.dir, str(p)) or not p.is_file():
+            raise InvalidRequest("a reference attached here must be an image added to this story "
+                                 "(add_reference_image / the studio's upload)")
+        return str(p.resolve())
+
+    # -- deleting scenes and transitions ---------------------------------------------------------------
+    def delete_scene(self, scene_id: str) -> None:
+        """Delete a scene with its takes, media and memories. Refused (:class:`SceneInUse`) while a generated scene
+        depends on it: a child or later scene on its timeline that was made, or any scene conditioned on it or on
+        its appearances. Planned scenes after it start timelines of their own."""
+        with self.lock.held():
+            scene = self.store.scene(scene_id)
+            if scene is None:
+                raise SceneNotFound(f"no scene {scene_id!r}")
+            transitions = self.store.transitions()
+            children = [t.to_id for t in transitions if t.from_id == scene_id]
+            blockers = self._made_below(children, transitions) + self.store.scene_dependents(scene_id)
+            if blockers:
+                raise SceneInUse(f"scene {scene_id!r} cannot be deleted: generated scene(s) depend on it "
+                                 f"({', '.join(sorted(set(blockers)))}); delete or regenerate them first")
+            kept = [t for t in transitions if t.from_id != scene_id and t.to_id != scene_id]
+            placements = self._loose_placements(children, kept)
+            removed = self.store.delete_scene(scene_id, placements)
+            self.index.remove(removed)
+        import shutil
+
+        shutil.rmtree(self.dir / "media" / scene_id, ignore_errors=True)  # after the graph: never a dangling path
+
+    def delete_transition(self, from_id: str, to_id: str) -> None:
+        """Delete the transition ``from_id -> to_id``; ``to_id`` and what follows it become a timeline of their own.
+        Refused (:class:`SceneInUse`) when ``to_id`` or a scene after it was generated (it was made from ``from_id``)."""
+        with self.lock.held():
+            transitions = self.store.transitions()
+            if not any(t.from_id == from_id and t.to_id == to_id for t in transitions):
+                raise SceneNotFound(f"no transition {from_id!r} -> {to_id!r}")
+            blockers = self._made_below([to_id], transitions)
+            if blockers:
+                raise SceneInUse(f"the transition {from_id} -> {to_id} cannot be deleted: generated scene(s) after "
+                                 f"it were made from it ({', '.join(blockers)})")
+            kept = [t for t in transitions if not (t.from_id == from_id and t.to_id == to_id)]
+            self.store.delete_transition(from_id, to_id, self._loose_placements([to_id], kept))
+
+    def stale_scenes(self) -> list[SceneRecord]:
+        """Scenes marked stale (what they were made from changed), in timeline order."""
+        return [s for s in self.store.scenes() if s.status == "stale"]
+
+    def _made_below(self, roots: list[str], transitions) -> list[str]:
+        """Ids of the scenes in the subtrees under ``roots`` (roots included) that have takes."""
+        below = _subtree(roots, transitions)
+        return [s.id for s in self.store.scenes() if s.id in below and (s.takes or s.status == "done")]
+
+    def _loose_placements(self, roots: list[str], transitions) -> list:
+        """New placements for the subtrees under ``roots``, each root starting a timeline (clock 0, its own branch);
+        every other scene keeps its placement (their takes' memories carry it)."""
+        below = _subtree(roots, transitions)
+        if not below:
+            return []
+        kept = [Transition(t.from_id, t.to_id, t.kind, t.gap) for t in transitions
+                if t.from_id in below and t.to_id in below]
+        placed = place_scenes(sorted(below), kept)
+        return [(s.spec, placed[s.id]) for s in self.store.scenes() if s.id in below]
+
     # -- queries and events ----------------------------------------------------------------------
     def query(self, cypher: str, params: Optional[dict] = None, timeout_s: Optional[float] = 30.0,
               max_rows: Optional[int] = None):
@@ -254,33 +388,65 @@ class StoryEngine:
 
     # -- generation ------------------------------------------------------------------------------
     def run(self, until: Optional[str] = None, takes: Optional[int] = None,
-            progress: Optional[ProgressFn] = None) -> list[str]:
+            progress: Optional[ProgressFn] = None, *, selection: Optional[Selection] = None,
+            control: Optional[RunControl] = None,
+            on_progress: Optional[Callable[[ProgressState], None]] = None) -> list[str]:
         """Generate every unfinished scene in timeline order (stopping after ``until``); returns their ids.
 
-        A scene whose parent is not done is skipped (its parent failed); a killed run resumes here.
+        ``selection``: what to generate instead of every unfinished scene (a timeline, the stale scenes, one
+        scene; see :mod:`.runs`). ``control``: a :class:`RunControl` whose ``cancel()`` stops the run between two
+        denoising steps, leaving the scene it was making as it was before (:class:`Cancelled` is raised).
+        ``progress(scene id, stage, info)``: called at every stage; ``on_progress(state)``: called at every stage
+        and denoising step with the run's :class:`ProgressState` (step counts and an estimate of the time left).
+        A scene whose parent is not done (and not made earlier in this run) is skipped; a killed run resumes here.
         """
-        done_ids = []
+        return self.run_selection(selection or Selection("all", until=until), takes=takes, progress=progress,
+                                  control=control, on_progress=on_progress).done
+
+    def run_plan(self, selection: Selection) -> list[SceneRecord]:
+        """The scenes ``selection`` would generate now, in the order it would."""
+        return scenes_to_run(self.store.scenes(), selection)
+
+    def run_selection(self, selection: Selection, takes: Optional[int] = None,
+                      progress: Optional[ProgressFn] = None, control: Optional[RunControl] = None,
+                      on_progress: Optional[Callable[[ProgressState], None]] = None) -> "RunOutcome":
+        """Generate what ``selection`` names (see :meth:`run`); returns the scenes done and skipped."""
+        control = control or RunControl()
+        outcome = RunOutcome(selection)
         with self.lock.held():
-            for scene in self.store.scenes():
-                if scene.status == "done":
-                    if scene.id == until:
-                        break
-                    continue
+            plan = self.run_plan(selection)
+            per_scene = (lambda s: takes or (self.config.engine.takes if selection.kind != "scene" else 1))
+            tracker = Progress(plan, per_scene, on_progress)
+            outcome.planned = [s.id for s in plan]
+
+            def stage(scene_id: str, st: str, info: dict) -> None:
+                tracker.stage(scene_id, st, info)
+                if progress is not None:
+                    progress(scene_id, st, info)
+
+            made = set()
+            for scene in plan:
+                control.check()
                 parent_id = scene.placement.parent_id
-                if parent_id is not None:
+                if selection.kind != "scene" and parent_id is not None and parent_id not in made:
                     parent = self.store.scene(parent_id)
                     if parent is None or parent.status != "done":
+                        outcome.skipped.append(scene.id)
+                        tracker.scene_skipped(scene.id)
                         continue
-                self._run_scene(scene.id, takes or self.config.engine.takes, progress)
-                done_ids.append(scene.id)
-                if scene.id == until:
+                self._run_scene(scene.id, per_scene(scene), stage, control=control, tracker=tracker)
+                made.add(scene.id)
+                outcome.done.append(scene.id)
+                tracker.scene_finished(scene.id)
+                if scene.id == selection.until:
                     break
-        return done_ids
+        return outcome
 
-    def generate(self, scene_id: str, takes: int = 1, progress: Optional[ProgressFn] = None) -> list[TakeRecord]:
+    def generate(self, scene_id: str, takes: int = 1, progress: Optional[ProgressFn] = None,
+                 control: Optional[RunControl] = None) -> list[TakeRecord]:
         """Generate ``takes`` takes of one scene; the best continues the timeline."""
         with self.lock.held():
-            return self._run_scene(scene_id, takes, progress)
+            return self._run_scene(scene_id, takes, progress, control=control)
 
     def compare(self, modes, scene_ids=None, progress: Optional[ProgressFn] = None):
         """Generate done scenes again under each memory mode in ``modes``, as sibling takes that never replace the
@@ -299,22 +465,69 @@ class StoryEngine:
         """A scene's context from the graph, ready for the stages."""
         return SceneWork(self.store.scene_context(scene_id))
 
-    def _run_scene(self, scene_id: str, takes: int, progress: Optional[ProgressFn]) -> list[TakeRecord]:
+    def _run_scene(self, scene_id: str, takes: int, progress: Optional[ProgressFn],
+                   control: Optional[RunControl] = None, tracker: Optional[Progress] = None) -> list[TakeRecord]:
         if takes < 1:
             raise InvalidRequest("takes must be at least 1")
         ctx = self.store.scene_context(scene_id)
         if ctx.parent is not None and ctx.parent.status != "done":
             raise NotReady(f"scene {scene_id!r} follows {ctx.parent.id!r}, which is not generated yet")
         self.indexes()  # reconcile before reading memory
+        before = ctx.scene.status
+        control = control or RunControl()
         self.store.set_scene_status(scene_id, "generating")
+        work = SceneWork(ctx)
         try:
-            return self._generate_takes(SceneWork(ctx), takes, progress)
+            with self._steps(scene_id, control, tracker):
+                return self._generate_takes(work, takes, progress, control)
+        except Cancelled:
+            self._undo_unfinished(work, before)
+            raise
         except BaseException as e:
             if isinstance(e, Exception):
                 self.store.set_scene_status(scene_id, "failed", note=f"{type(e).__name__}: {e}")
             raise
 
-    def _generate_takes(self, work: SceneWork, takes: int, progress: Optional[ProgressFn]) -> list[TakeRecord]:
+    @contextmanager
+    def _steps(self, scene_id: str, control: RunControl, tracker: Optional[Progress]):
+        """While a scene is made: after every denoising step, tell the listeners and honour a cancel."""
+        gen = self.generator
+        if not hasattr(gen, "on_step"):
+            yield
+            return
+        before = gen.on_step
+        steps = int(self.store.scene(scene_id).spec.steps or 0)
+
+        def on_step(i: int) -> None:
+            if before is not None:
+                before(i)
+            if tracker is not None:
+                tracker.step(scene_id, i + 1, steps)
+            control.check()
+
+        gen.on_step = on_step
+        try:
+            yield
+        finally:
+            gen.on_step = before
+
+    def _undo_unfinished(self, work: SceneWork, before: str) -> None:
+        """After a cancel: remove the media of takes this run made but did not commit, and put the scene back as
+        it was (a done scene keeps its chosen take; anything else is planned again)."""
+        import shutil
+
+        from . import media
+
+        committed = {t.take for t in self.store.takes(work.scene.id)}
+        for n in work.made:
+            if n not in committed:
+                shutil.rmtree(media.take_dir(self.dir, work.scene.id, n), ignore_errors=True)
+        self._held = []
+        status = "done" if before == "done" else "planned"
+        self.store.set_scene_status(work.scene.id, status, note="cancelled")
+
+    def _generate_takes(self, work: SceneWork, takes: int, progress: Optional[ProgressFn],
+                        control: RunControl) -> list[TakeRecord]:
         sid = work.scene.id
         self._stage(sid, "plan", progress, log=False)
         self._plan(work)
@@ -322,6 +535,7 @@ class StoryEngine:
         self._retrieve(work)
         self._stage(sid, "condition", progress, log=False)
         self._condition(work)
+        control.check()
         numbers, committed = self.takes.plan(work.scene, takes, work.prompt, work.plan.records)
         outcomes: list[TakeOutcome] = []
         for n in numbers:
@@ -329,11 +543,14 @@ class StoryEngine:
                 outcomes.append(TakeOutcome.from_graph(committed[n]))
                 continue
             seed = self.takes.seed(work.scene.spec, n)
-            self._stage(sid, "generate", progress, take=n, seed=seed)
+            self._stage(sid, "generate", progress, take=n, seed=seed, steps=int(work.scene.spec.steps or 0))
+            work.made.append(n)
             result, media = self._generate(work, n, seed)
+            control.check()
             self._stage(sid, "observe", progress, take=n)
             outcomes.append(self._observe(work, n, seed, result, media))
         best = self.takes.best(outcomes)
+        control.check()  # the last moment a cancel leaves nothing behind
         self._stage(sid, "commit", progress, take=best.take.take)
         self._commit(work, outcomes, best)
         return [o.take for o in outcomes]

@@ -28,3 +28,7 @@ class GenerationBusy(EngineError, Conflict):
 
 class InvalidRequest(EngineError, InvalidInput):
     """Arguments the engine cannot take (an unknown scene field, fewer than one take)."""
+
+
+class SceneInUse(EngineError, Conflict):
+    """A scene or transition that generated scenes were made from: deleting it would orphan them."""

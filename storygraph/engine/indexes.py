@@ -51,6 +51,15 @@ class IndexKeeper:
             self.save()
         crash_point("after_index")
 
+    def remove(self, ids) -> None:
+        """Drop appearances the graph no longer has (a deleted scene's) and write the indexes."""
+        ids = list(ids)
+        if not ids:
+            return
+        for index in self.indexes().values():
+            index.remove(ids)
+        self.save()
+
     def save(self) -> None:
         """Write the indexes to disk now (nothing to do when they were never opened)."""
         if self._indexes is not None:

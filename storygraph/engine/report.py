@@ -1,8 +1,9 @@
 """``storygraph report``: a PNG chart and an HTML page of a story's scores, scene by scene.
 
-One line per character for identity across story time (its appearances on the main timeline and its
-branches), and the scene-level scores (text alignment, subject and background consistency, transition
-smoothness), with a thumbnail of every generated scene.
+Identity across story time per character, one line per timeline (branch) it appears on: a branch's line starts
+from the character's last point on the timeline it branches off, so alternatives read as a fork and never as one
+zigzag through scenes that never happened together. Then the scene-level scores (text alignment, subject and
+background consistency, transition smoothness), with a thumbnail of every generated scene.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ def write_report(store, out_dir, title: str = "", note: str = "") -> dict:
     characters = store.characters()
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
-    for c in characters:
-        apps = sorted(store.appearances(character_id=c.id, with_vectors=False), key=lambda a: a.clock)
-        if apps:
-            ax1.plot([a.clock for a in apps], [a.identity_score for a in apps], marker="o", label=c.name)
+    series = identity_series(store, scenes, characters)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = ("-", "--", ":", "-.")
+    for ci, c in enumerate(characters):
+        for bi, (branch, pts) in enumerate(series.get(c.id, {}).items()):
+            ax1.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=colors[ci % len(colors)],
+                     linestyle=styles[bi % len(styles)], label=c.name if bi == 0 else f"{c.name} ({branch})")
     ax1.set_ylabel("identity (DINOv2 cosine)")
     ax1.legend(loc="lower left", fontsize=8)
     ax1.grid(alpha=0.3)
@@ -78,4 +82,33 @@ td,th{{border-bottom:1px solid #ddd;padding:4px 8px;vertical-align:top;font-size
 <table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></body></html>"""
     page_path = out / "report.html"
     page_path.write_text(page, encoding="utf-8")
-    return {"png": str(png), "html": str(page_path), "scenes": len(scenes), "done": len(done)}
+    return {"png": str(png), "html": str(page_path), "scenes": len(scenes), "done": len(done), "series": series}
+
+
+def identity_series(store, scenes=None, characters=None) -> dict:
+    """``{character id: {branch: [(clock, identity), ...]}}``: each character's accepted appearances, one line per
+    branch in story order; a branch's line begins with the character's last point before the fork (on the
+    timeline it branches from), when there is one."""
+    scenes = scenes if scenes is not None else store.scenes()
+    characters = characters if characters is not None else store.characters()
+    by_id = {s.id: s for s in scenes}
+    out: dict = {}
+    for c in characters:
+        apps = sorted(store.appearances(character_id=c.id, with_vectors=False),
+                      key=lambda a: (a.clock, a.pos, a.frame_index))
+        lines: dict = {}
+        for a in apps:
+            lines.setdefault(a.branch, []).append((float(a.clock), float(a.identity_score)))
+        for branch, pts in lines.items():
+            first = next((s for s in scenes if s.placement.branch == branch), None)
+            if first is None or not first.placement.lineage:
+                continue
+            # the last point of this character on the timeline this branch forks from
+            before = [(float(a.clock), float(a.identity_score)) for a in apps
+                      if a.branch != branch and a.scene_id in by_id
+                      and first.placement.has_ancestor(a.branch, a.pos)]
+            if before:
+                pts.insert(0, max(before))
+        if lines:
+            out[c.id] = lines
+    return out

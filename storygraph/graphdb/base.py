@@ -436,6 +436,56 @@ class CypherStore:
                                 float(r["strength"]), r["score"], r["reason"], r.get("mode") or "")
                 for r in self._read("conditioned_on_of_scene", {"scene": scene_id, "take": take})]
 
+    # -- deleting --------------------------------------------------------------------------------
+    def scene_children(self, scene_id: str) -> list[str]:
+        """Ids of the scenes that follow this one directly (its outgoing transitions)."""
+        return [r["id"] for r in self._read("scene_children", {"id": scene_id})]
+
+    def scene_dependents(self, scene_id: str) -> list[str]:
+        """Ids of the other scenes whose takes were made from this scene: conditioned on it (an extension, a look)
+        or on one of its remembered appearances."""
+        with self._transaction(write=False) as run:
+            ids = {r["id"] for r in run(self.q("scene_dependents"), self._params({"id": scene_id}))}
+            ids |= {r["id"] for r in run(self.q("scene_memory_users"), self._params({"id": scene_id}))}
+        return sorted(ids)
+
+    def delete_scene(self, scene_id: str, placements: Sequence[tuple[SceneSpec, Placement]] = ()) -> list[str]:
+        """Remove a scene with its takes, appearances and every edge touching them, and write the new placements of
+        the scenes it cut loose, in one transaction; returns the ids of the appearances removed (for the vector
+        index). The caller checks that nothing made depends on the scene."""
+        rows = self._placement_rows(placements)
+        with self._transaction(write=True) as run:
+            p = self._params({"id": scene_id})
+            if not run(self.q("scene_get"), p):
+                raise RecordNotFound(f"no scene {scene_id!r}")
+            removed = [r["id"] for r in run(self.q("scene_delete_appearances"), p)]
+            run(self.q("scene_delete_takes"), p)
+            run(self.q("scene_delete"), p)
+            if rows:
+                run(self.q("scenes_upsert"), self._params({"rows": rows, "now": now_iso()}))
+            self._event(run, "scene.deleted", scene_id, {"appearances": len(removed)})
+        return removed
+
+    def delete_transition(self, from_id: str, to_id: str, placements: Sequence[tuple[SceneSpec, Placement]] = ()
+                          ) -> int:
+        """Remove the transition ``from_id -> to_id`` and write the new placements of the scenes it cut loose, in
+        one transaction; returns the Event seq."""
+        rows = self._placement_rows(placements)
+        with self._transaction(write=True) as run:
+            if not any(t["to_id"] == to_id and t["from_id"] == from_id for t in run(
+                    self.q("transitions_all"), self._params())):
+                raise RecordNotFound(f"no transition {from_id!r} -> {to_id!r}")
+            run(self.q("transition_delete"), self._params({"from_id": from_id, "to_id": to_id}))
+            if rows:
+                run(self.q("scenes_upsert"), self._params({"rows": rows, "now": now_iso()}))
+            return self._event(run, "transition.deleted", to_id, {"from": from_id})
+
+    def _placement_rows(self, placements: Sequence[tuple[SceneSpec, Placement]]) -> list[dict]:
+        if not placements:
+            return []
+        defaults = self.defaults()
+        return [_scene_row(spec.resolved(defaults), pl) for spec, pl in placements]
+
     # -- events ----------------------------------------------------------------------------------
     def _event(self, run: Run, kind: str, ref_id: str, payload: Optional[dict]) -> int:
         rows = run(self.q("event_append"), self._params({

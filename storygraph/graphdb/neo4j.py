@@ -32,8 +32,16 @@ def _plain(value):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
-    if hasattr(value, "items") and hasattr(value, "element_id"):  # Node / Relationship
-        return {k: _plain(v) for k, v in value.items()}
+    if hasattr(value, "items") and hasattr(value, "element_id"):  # Node / Relationship, in LadybugDB's form
+        out = {"_ID": value.element_id}
+        if hasattr(value, "start_node") and hasattr(value, "type"):
+            out.update(_LABEL=value.type, _SRC=value.start_node.element_id, _DST=value.end_node.element_id)
+        else:
+            out["_LABEL"] = next(iter(getattr(value, "labels", ()) or ()), "")
+        out.update({k: _plain(v) for k, v in value.items()})
+        return out
+    if hasattr(value, "nodes") and hasattr(value, "relationships"):  # Path
+        return {"_NODES": [_plain(n) for n in value.nodes], "_RELS": [_plain(r) for r in value.relationships]}
     if hasattr(value, "iso_format"):
         return value.iso_format()
     return value

@@ -218,6 +218,17 @@ class StoryStore(Protocol):
     def conditioned_on(self, scene_id: str, take: Optional[int] = None) -> list[ConditionRecord]:
         """Provenance of the scene's chosen take (or of ``take``)."""
 
+    # -- deleting --------------------------------------------------------------------------------
+    def scene_children(self, scene_id: str) -> list[str]:
+        """Ids of the scenes that follow this one directly."""
+    def scene_dependents(self, scene_id: str) -> list[str]:
+        """Other scenes whose takes were conditioned on this scene or on one of its appearances."""
+    def delete_scene(self, scene_id: str, placements=()) -> list[str]:
+        """Remove a scene, its takes and appearances (and write ``placements`` of scenes it cut loose) in one
+        transaction; returns the removed appearance ids."""
+    def delete_transition(self, from_id: str, to_id: str, placements=()) -> int:
+        """Remove one transition (and write ``placements`` of the scenes it cut loose) in one transaction."""
+
     # -- events ----------------------------------------------------------------------------------
     def append_event(self, kind: str, ref_id: str, payload: Optional[dict] = None) -> int: ...
     def append_events(self, events) -> int:

@@ -17,7 +17,7 @@ from flask import Blueprint, Response, jsonify, request
 from ..domain import MEMORY_MODES, TRANSITION_KINDS, Character, Environment, SceneSpec, Transition, generation_settings
 from ..errors import Conflict, InvalidInput, NotFound
 from ..graphdb.store import QueryError, ReadOnlyViolation
-from .graph import jsonable, scene_element
+from .graph import jsonable, result_graph, scene_element
 from .viewer import current_viewer as _viewer
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -179,8 +179,9 @@ def scene(scene_id: str):
     ctx = store.scene_context(scene_id)
     spec = asdict(rec.spec)
     spec["references"] = [{"kind": r["kind"], "character": r["character"], "frame_index": r["frame_index"],
-                           "strength": r["strength"], "name": r["path"].rsplit("/", 1)[-1]}
-                          for r in spec["references"]]
+                           "strength": r["strength"], "name": r["path"].rsplit("/", 1)[-1],
+                           "image_url": f"/api/reference-image/scene/{scene_id}/{i}"}
+                          for i, r in enumerate(spec["references"])]
     takes = [{
         "take": t.take, "seed": t.seed, "prompt": t.prompt, "chosen": t.chosen, "scores": _scores(t.scores),
         "identity_by_character": t.scores.identity_by_character,
@@ -214,8 +215,21 @@ def scene(scene_id: str):
         "prompt": rec.prompt, "seed": rec.seed, "scores": _scores(rec.scores), "chosen_take": rec.chosen_take,
         "takes_count": rec.takes, "notes": rec.notes, "video_url": media.url(rec.video_path, must_exist=True),
         "thumb_url": media.url(rec.last_frame_path), "takes": takes, "conditioning": conditioning,
+        "next_prompt": _next_prompt(v, ctx), "children": store.scene_children(scene_id),
         "editable": v.editable,
     })
+
+
+def _next_prompt(v, ctx) -> Optional[str]:
+    """The prompt the scene's next generation will use (its spec as it is now; the shown ``prompt`` is the
+    chosen take's)."""
+    from ..engine.prompts import DEFAULT_TEMPLATE, build_prompt
+
+    template = v.engine.config.engine.prompt_template if v.engine is not None else DEFAULT_TEMPLATE
+    try:
+        return build_prompt(ctx.scene.spec, ctx.characters, ctx.environment, template)
+    except ValueError:
+        return None
 
 
 @bp.get("/scenes/<scene_id>/element")
@@ -242,6 +256,7 @@ def character(character_id: str):
     return jsonify({
         "id": c.id, "name": c.name, "description": c.description, "decay_tau": c.decay_tau,
         "reference": c.reference_path.rsplit("/", 1)[-1] if c.reference_path else None,
+        "reference_url": f"/api/reference-image/character/{c.id}" if c.reference_path else None,
         "appearances": [{
             "id": a.id, "scene_id": a.scene_id, "take": a.take, "frame_index": a.frame_index, "clock": a.clock,
             "branch": a.branch, "strength": a.strength, "reinforced_clock": a.reinforced_clock,
@@ -285,8 +300,9 @@ def query():
     except QueryError as e:
         raise BadRequest(str(e), 400) from e
     elapsed = time.perf_counter() - t0
+    rows = [[jsonable(c) for c in r] for r in result.rows]
     return jsonify({
-        "columns": list(result.columns), "rows": [[jsonable(c) for c in r] for r in result.rows],
+        "columns": list(result.columns), "rows": rows, "graph": result_graph(result.rows),
         "row_count": len(result.rows), "truncated": result.truncated, "elapsed_ms": round(elapsed * 1000, 2),
         "time_limit_s": v.config.query_timeout_s, "max_rows": v.config.max_query_rows,
     })
@@ -398,7 +414,7 @@ def generate(scene_id: str):
     d = _body()
     takes = d.get("takes", 1)
     takes = _number(takes, "takes", 1, v.config.max_takes, integer=True)
-    job = v.worker.submit(scene_id, takes)
+    job = v.worker.submit(scene_id, takes, kind="scene")
     return jsonify({"ok": True, "job": job.as_dict()}), 202
 
 

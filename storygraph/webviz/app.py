@@ -2,8 +2,8 @@
 
 ``create_app(store)`` makes a follower (it reads the graph and follows the Event log; editing and
 generating answer 409). ``create_app(store, engine)`` adds editing and generation, run by one
-background worker. Blueprints: ``pages`` (the page and media files), ``api`` (JSON) and ``stream``
-(Server-Sent Events); what they share is the :class:`~.viewer.Viewer`. Security checks run before every
+background worker. Blueprints: ``pages`` (the page and media files), ``api`` (JSON), ``studio`` (the queue,
+timelines, references, deleting) and ``stream`` (Server-Sent Events); what they share is the :class:`~.viewer.Viewer`. Security checks run before every
 request (see :mod:`.security`); every error becomes a JSON answer in one place, by its kind
 (:mod:`storygraph.errors`). The factory builds and registers only: the viewer's threads start with
 ``viewer_of(app).start()``, which ``serve`` and ``start`` (:mod:`.server`) call.
@@ -25,6 +25,7 @@ from .graph import MediaLinks
 from .pages import bp as pages_bp
 from .security import SAFE_METHODS, TOKEN_HEADER, cross_origin_reason, host_allowed, new_token, token_matches
 from .stream import bp as events_bp
+from .studio import bp as studio_bp
 from .viewer import EXTENSION, Viewer, ViewerConfig, error, viewer_of
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def create_app(store, engine=None, *, story_dir=None, media_dir=None, token: Opt
     app.register_blueprint(pages_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(events_bp)
+    app.register_blueprint(studio_bp)
 
     @app.before_request
     def guard():

@@ -1,9 +1,10 @@
 """The story as Cytoscape.js elements, built from the store's record methods (no Cypher here).
 
-Scenes lie on a left-to-right timeline: ``x`` grows with the story clock, and each branch gets a lane
-(a row), reusing free lanes next to its parent's. These positions are used as they are for large
-stories; small ones are laid out again by dagre in the browser. Characters sit in a row under the
-timeline and environments in a row above it, each near the middle of the scenes it belongs to.
+Scenes lie on a left-to-right timeline: ``x`` grows with the story clock (a long gap is drawn no wider than
+``MAX_DX``: its edge says how long it is), and each branch gets a lane (a row), reusing free lanes next to its
+parent's. The page draws these positions (a small story may also be laid out by dagre in the browser) and labels
+each branch's lane. Characters sit in a row under the timeline and environments in a row above it, each near the
+middle of the scenes it belongs to.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import quote
 # model units (pixels at zoom 1)
 CLOCK_X = 36.0  # per unit of story time
 MIN_DX = 110.0  # between a scene and its parent
+MAX_DX = 300.0  # at most, however long the gap (a time skip says its gap on its edge)
 LANE_Y = 100.0
 ROW_GAP = 170.0  # between the timeline and the character / environment rows
 SATELLITE_DX = 120.0
@@ -76,7 +78,7 @@ def scene_node(rec, media: MediaLinks) -> dict:
 
 def next_edge(t) -> dict:
     return {"data": {"id": f"next:{t.from_id}>{t.to_id}", "source": t.from_id, "target": t.to_id, "type": "next",
-                     "kind": t.kind, "gap": t.gap, "decay": round(t.decay, 4)},
+                     "kind": t.kind, "gap": t.gap, "decay": round(t.decay, 4), "skip": f"+{t.gap:g}"},
             "classes": f"next {t.kind}"}
 
 
@@ -113,6 +115,7 @@ def _appears(cid: str, sid: str, obs, strength_init: float) -> dict:
 def timeline_positions(scenes) -> tuple[dict[str, tuple[float, float]], dict[str, int]]:
     """(scene id -> (x, y), branch -> lane) for scenes given parents first."""
     x: dict[str, float] = {}
+    clock_of: dict[str, float] = {}
     branch_of: dict[str, str] = {}
     span: dict[str, list] = {}  # branch -> [first x, last x, parent branch]
     order: list[str] = []
@@ -121,7 +124,9 @@ def timeline_positions(scenes) -> tuple[dict[str, tuple[float, float]], dict[str
         px = x.get(p.parent_id) if p.parent_id else None
         xi = rec.clock * CLOCK_X
         if px is not None:
-            xi = max(xi, px + MIN_DX)
+            gap = rec.clock - clock_of.get(p.parent_id, rec.clock)
+            xi = px + min(max(gap * CLOCK_X, MIN_DX), MAX_DX)
+        clock_of[rec.id] = rec.clock
         x[rec.id] = xi
         branch_of[rec.id] = p.branch
         if p.branch not in span:
@@ -146,6 +151,23 @@ def timeline_positions(scenes) -> tuple[dict[str, tuple[float, float]], dict[str
         lane_end[chosen] = last
         lane[b] = chosen
     return {sid: (x[sid], lane[branch_of[sid]] * LANE_Y) for sid in x}, lane
+
+
+def branch_lanes(scenes, pos: dict, lanes: dict) -> list[dict]:
+    """Each branch's lane: ``{branch, lane, x0, x1, y, first, parent, scenes}`` (x0/x1: its first and last scene),
+    so the page can label the lanes of the timeline."""
+    out: dict = {}
+    for rec in scenes:
+        p = rec.placement
+        x, y = pos[rec.id]
+        b = out.get(p.branch)
+        if b is None:
+            out[p.branch] = {"branch": p.branch, "lane": lanes[p.branch], "x0": round(x, 1), "x1": round(x, 1),
+                             "y": round(y, 1), "first": rec.id, "parent": p.parent_id, "scenes": 1}
+        else:
+            b["x0"], b["x1"] = min(b["x0"], round(x, 1)), max(b["x1"], round(x, 1))
+            b["scenes"] += 1
+    return list(out.values())
 
 
 def satellite_positions(ids_to_xs: dict[str, list[float]], y: float, default_x: float) -> dict[str, tuple[float, float]]:
@@ -196,12 +218,13 @@ def build_graph(store, media: MediaLinks, *, big_scenes: int = 1500, dagre_max_s
         x, y = char_pos[c.id]
         nodes.append({"data": {"id": c.id, "type": "character", "label": c.name, "name": c.name,
                                "description": c.description, "decay_tau": c.decay_tau,
-                               "scenes": len(char_xs[c.id])},
+                               "scenes": len(char_xs[c.id]), "has_reference": bool(c.reference_path)},
                       "position": {"x": round(x, 1), "y": round(y, 1)}, "classes": "character"})
     for e in environments:
         x, y = env_pos[e.id]
         nodes.append({"data": {"id": e.id, "type": "environment", "label": e.name or e.id, "name": e.name,
-                               "description": e.description, "scenes": len(env_xs[e.id])},
+                               "description": e.description, "scenes": len(env_xs[e.id]),
+                               "has_reference": bool(e.reference_path)},
                       "position": {"x": round(x, 1), "y": round(y, 1)}, "classes": "environment"})
 
     if not big:
@@ -220,8 +243,10 @@ def build_graph(store, media: MediaLinks, *, big_scenes: int = 1500, dagre_max_s
         "last_seq": int(last_seq),
         "editable": bool(editable),
         "big": big,
-        "layout": "dagre" if len(scenes) <= dagre_max_scenes else "preset",
+        "layout": "preset",
+        "dagre": len(scenes) <= dagre_max_scenes,
         "lanes": len(set(lanes.values())),
+        "branches": branch_lanes(scenes, pos, lanes),
         "counts": {"scenes": len(scenes), "characters": len(characters), "environments": len(environments),
                    "transitions": sum(1 for e in edges if e["data"]["type"] == "next"),
                    "nodes": len(nodes), "edges": len(edges)},
@@ -266,3 +291,51 @@ def jsonable(value, depth: int = 0, list_limit: int = 32):
         return f"<{len(value)} bytes>"
     return str(value)
 
+
+
+def result_graph(rows, limit: int = 2000) -> dict:
+    """The nodes and relationships inside console result cells, as Cytoscape elements: ``{nodes, edges}``.
+
+    A node is a map with ``_LABEL`` and ``_ID`` (LadybugDB's form; Neo4j results are given the same keys); a
+    relationship also has ``_SRC`` and ``_DST``; paths and lists are searched inside. A relationship whose end
+    is not in the result gets a stub node. ``ref`` names the story element a node is (its ``id``), so the page
+    can select it in the story graph."""
+    nodes: dict = {}
+    edges: dict = {}
+
+    def key(x) -> str:
+        if isinstance(x, dict):
+            return f"{x.get('table')}:{x.get('offset')}"
+        return str(x)
+
+    def visit(v, depth=0):
+        if depth > 8 or len(nodes) + len(edges) >= limit:
+            return
+        if isinstance(v, dict):
+            if "_LABEL" in v and "_ID" in v:
+                if "_SRC" in v and "_DST" in v:
+                    k = key(v["_ID"])
+                    edges.setdefault(k, {"data": {"id": "r:" + k, "source": "n:" + key(v["_SRC"]),
+                                                  "target": "n:" + key(v["_DST"]), "label": v["_LABEL"]}})
+                else:
+                    k = key(v["_ID"])
+                    ident = v.get("id") if isinstance(v.get("id"), str) else None
+                    name = v.get("name") or v.get("title") or ident or k
+                    nodes.setdefault(k, {"data": {"id": "n:" + k, "label": f"{v['_LABEL']}\n{name}",
+                                                  "kind": v["_LABEL"], "ref": ident}})
+                    return
+            for x in v.values():
+                visit(x, depth + 1)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                visit(x, depth + 1)
+
+    for row in rows:
+        for cell in row:
+            visit(cell)
+    for e in edges.values():
+        for end in ("source", "target"):
+            nid = e["data"][end]
+            if nid[2:] not in nodes:
+                nodes[nid[2:]] = {"data": {"id": nid, "label": "…", "kind": "", "ref": None}}
+    return {"nodes": list(nodes.values()), "edges": list(edges.values())}

@@ -13,7 +13,9 @@ CHROMIUM = "/usr/bin/chromium"
 def browser_type_launch_args(browser_type_launch_args):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": ["--disable-gpu", "--disable-quic"]}
+    # media plays without a click first: the players are started by the page after a request returns
+    return {**browser_type_launch_args, "executable_path": CHROMIUM,
+            "args": ["--disable-gpu", "--disable-quic", "--autoplay-policy=no-user-gesture-required"]}
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
-
 import pytest
 
-from support import EXAMPLE, SCREENSHOTS, commit_take, example_store, graph_expectations, wait_js
+from support import EXAMPLE, Served, click_node, commit_take, example_store, graph_expectations, open_page, shot, wait_js
 from storygraph.domain import Character, ConditionRecord, SceneSpec, Transition
 from storygraph.graphdb import TransitionRecord
 from storygraph.timeline import child_placement, transition_decay
@@ -21,52 +19,18 @@ from storygraph.webviz.events import EventHub
 pytestmark = pytest.mark.browser
 
 
-@dataclass
-class Live:
-    store: object
-    story: object
-    app: object
-    server: object
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def token(self) -> str:
-        return self.server.token
-
-
 @pytest.fixture
 def live(tmp_path):
     store, story = example_store(tmp_path / "story")
     app = create_app(store, story_dir=tmp_path / "story", keepalive_s=5)
     rs = start(app)
-    yield Live(store, story, app, rs)
+    yield Served(store, story, app, rs)
     rs.stop()
     store.close()
 
 
-def shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
-
-
 def open_viewer(page, live, token: bool = True):
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.goto(live.url + (f"?token={live.token}" if token else ""))
-    wait_js(page, "window.storygraph && storygraph.ready && storygraph.firstRenderAt && storygraph.live === 'live'")
-    return errors
-
-
-def click_node(page, node_id: str) -> None:
-    """A real mouse click on a node where Cytoscape drew it."""
-    pos = page.evaluate(f"(() => {{ const p = storygraph.cy.getElementById({json.dumps(node_id)}).renderedPosition();"
-                        "return [p.x, p.y]; })()")
-    box = page.locator("#cy").bounding_box()
-    page.mouse.click(box["x"] + pos[0], box["y"] + pos[1])
+    return open_page(page, live, "storygraph.firstRenderAt", token)
 
 
 def test_example_story_renders_with_the_right_counts(page, live):
@@ -143,6 +107,68 @@ def test_a_commit_appears_without_reload(page, live):
     shot(page, "conditioning")
 
 
+def test_the_graph_reads_as_timelines(page, live):
+    """Lanes labelled by branch, cast and place edges hidden until asked for, time skips as visible as any other
+    transition (with their gap), and search."""
+    from storygraph.timeline import place_scenes
+
+    open_viewer(page, live)
+    placements = place_scenes([s.id for s in live.story.scenes], list(live.story.transitions))
+    branches = sorted({p.branch for p in placements.values()})
+    lanes = page.evaluate("storygraph.cy.nodes('.lane').map(n => [n.data('branch'), n.data('label')])")
+    assert sorted(b for b, _ in lanes) == branches and len(branches) == 2
+    main = next(lbl for b, lbl in lanes if b == live.story.scenes[0].id)
+    assert main.startswith("main")
+    visible = "storygraph.cy.edges('.appears').filter(e => e.visible()).length"
+    assert page.evaluate("storygraph.cy.edges('.appears').length") == sum(len(s.characters) for s in live.story.scenes)
+    assert page.evaluate(visible) == 0
+    page.check("#show-appears")
+    wait_js(page, f"{visible} === storygraph.cy.edges('.appears').length")
+    page.uncheck("#show-appears")
+    wait_js(page, f"{visible} === 0")
+    skips = [t for t in live.story.transitions if t.kind == "time_skip"]
+    got = page.evaluate("storygraph.cy.edges('.next.time_skip').map(e => [e.id(), Number(e.style('opacity')),"
+                        " e.style('label'), e.visible()])")
+    assert len(got) == len(skips)
+    for t in skips:
+        eid, opacity, label, shown = next(g for g in got if g[0] == f"next:{t.from_id}>{t.to_id}")
+        assert opacity >= 0.9 and shown and label == f"+{t.gap:g}"
+    page.fill("#search", "market")
+    want = sorted({s.id for s in live.story.scenes if "market" in (s.id + s.title + s.action).lower()}
+                  | {e.id for e in live.story.environments if "market" in (e.id + e.name + e.description).lower()})
+    wait_js(page, f"storygraph.found.length === {len(want)}")
+    assert sorted(page.evaluate("storygraph.found")) == want
+    page.press("#search", "Enter")
+    wait_js(page, f"storygraph.selected && {json.dumps(want)}.includes(storygraph.selected.id)")
+    shot(page, "graph-lanes-search")
+
+
+def test_console_draws_nodes_and_relationships_and_keeps_history(page, live):
+    open_viewer(page, live)
+    page.click("#tabs button[data-tab=console]")
+    page.fill("#cypher", "MATCH (a:Scene)-[n:NEXT]->(b:Scene) WHERE n.kind = 'time_skip' RETURN a, n, b")
+    page.click("#run-query")
+    skips = [t for t in live.story.transitions if t.kind == "time_skip"]
+    wait_js(page, "storygraph.lastQuery && !!storygraph.qcy")
+    assert page.evaluate("storygraph.lastQuery.graphEdges") == len(skips)
+    ends = {x for t in skips for x in (t.from_id, t.to_id)}
+    assert page.evaluate("storygraph.qcy.nodes().length") == len(ends)
+    drawn = page.evaluate("storygraph.qcy.edges().map(e => e.source().data('ref') + '>' + e.target().data('ref')).sort()")
+    assert drawn == sorted(f"{t.from_id}>{t.to_id}" for t in skips)
+    page.click("#query-views button[data-view=graph]")
+    wait_js(page, "!document.querySelector('#query-graph').hidden")
+    shot(page, "console-graph")
+    # history: the query is there after a reload; a saved query keeps its name
+    page.once("dialog", lambda d: d.accept("time skips"))
+    page.click("#save-query")
+    page.reload()
+    wait_js(page, "window.storygraph && storygraph.ready", timeout=60)
+    history = page.evaluate("[...document.querySelectorAll('#query-history option')].map(o => o.textContent)")
+    assert any("time_skip" in h for h in history)
+    saved = page.evaluate("[...document.querySelectorAll('#query-saved option')].map(o => o.textContent)")
+    assert "time skips" in saved
+
+
 def test_console_returns_rows_and_refuses_a_write(page, live):
     open_viewer(page, live)
     page.click("#tabs button[data-tab=console]")
@@ -199,29 +225,33 @@ def test_edit_a_scene_and_generate_it_from_the_page(page, tmp_path):
     app = create_app(eng.store, eng, story_dir=eng.dir, keepalive_s=5)
     rs = start(app)
     try:
-        live = Live(eng.store, None, app, rs)
+        live = Served(eng.store, None, app, rs, eng)
         open_viewer(page, live)
         assert page.locator("#mode").inner_text().lower() == "studio"
         click_node(page, "s01-arrival")
+        wait_js(page, "document.querySelector('#edit-scene')")
         page.click("#edit-scene")
         page.fill("#scene-form textarea[name=action]", "Mara runs along the pier in the rain")
         page.select_option("#scene-form select[name=memory]", "keyframe")
         page.click("#scene-form button[type=submit]")
-        wait_js(page, "document.querySelector('#scene-form .form-status').textContent.startsWith('saved')")
+        wait_js(page, "document.querySelector('#scene-form .form-status').classList.contains('ok')")
         assert eng.store.scene("s01-arrival").spec.action == "Mara runs along the pier in the rain"
         assert eng.store.scene("s01-arrival").spec.memory == "keyframe"
         page.click("#tabs button[data-tab=scene]")
         # the panel redraws when the edit's event arrives: click the button of the redrawn panel
         wait_js(page, "document.querySelector('#tab-scene').textContent.includes('runs along the pier')")
         page.click("#gen-1")
-        # the job is in the event log (the status line is redrawn with the panel, so it is not waited on)
-        wait_js(page, "storygraph.events.some(e => e.kind === 'job.queued' || e.kind === 'job.started')")
+        # the job's id, then its state, as the page holds them (never a status text that may already be gone)
+        job = wait_js(page, "storygraph.lastJob")
+        assert page.evaluate(f"storygraph.jobs.has({job})")
         shot(page, "generate-queued")
-        wait_js(page, "storygraph.cy.getElementById('s01-arrival').data('status') === 'done'", timeout=240)
+        wait_js(page, f"['done', 'failed'].includes((storygraph.jobs.get({job}) || {{}}).state)", timeout=240)
+        assert page.evaluate(f"storygraph.jobs.get({job}).state") == "done"
+        wait_js(page, "storygraph.cy.getElementById('s01-arrival').data('status') === 'done'", timeout=30)
         rec = eng.store.scene("s01-arrival")
         assert rec.status == "done" and rec.takes >= 1 and "runs along the pier" in (rec.prompt or "")
         wait_js(page, "document.querySelector('#scene-video') && document.querySelector('#scene-video').readyState >= 1",
-                timeout=20)
+                timeout=30)
         kinds = page.evaluate("storygraph.events.map(e => e.kind)")
         assert "job.started" in kinds and "take.committed" in kinds
         shot(page, "generated")

@@ -1,0 +1,3 @@
+MATCH (:Scene {story_id: $story, id: $id})-[:NEXT]->(c:Scene)
+RETURN c.id AS id
+ORDER BY id

@@ -1,0 +1,2 @@
+MATCH (s:Scene {story_id: $story, id: $id})
+DETACH DELETE s

@@ -1,0 +1,2 @@
+MATCH (t:Take {story_id: $story, scene_id: $id})
+DETACH DELETE t
