@@ -181,7 +181,7 @@ class StoryEngine:
         placements = place_scenes([s.id for s in scenes], transitions)
         self.store.upsert_transition(self._transition_record(transition))
         for s in scenes:
-            if placements[s.id] != s.placement:
+            if not placements[s.id].same_place(s.placement):
                 self.store.upsert_scene(s.spec, placements[s.id])
         self.store.append_event("transition.added", transition.to_id, {"from": transition.from_id})
 
