@@ -111,10 +111,10 @@ class GenerationDefaults:
 
     negative_prompt: str = setting("worst quality, inconsistent motion, blurry, jittery, distorted",
                                    "what the picture must not look like")
-    width: int = setting(768, "frame width in pixels", expected="a multiple of 32 from 64 to 4096",
-                         lo=64, hi=4096, step=32)
-    height: int = setting(512, "frame height in pixels", expected="a multiple of 32 from 64 to 4096",
-                          lo=64, hi=4096, step=32)
+    width: int = setting(768, "frame width in pixels", expected="a multiple of 32 from 32 to 4096",
+                         lo=32, hi=4096, step=32)
+    height: int = setting(512, "frame height in pixels", expected="a multiple of 32 from 32 to 4096",
+                          lo=32, hi=4096, step=32)
     frames: int = setting(121, "frames in the clip (LTX-2 takes 8k+1)",
                           expected="8k+1 frames from 9 to 1025 (9, 17, 25, …, 121, …, 1025)",
                           lo=9, hi=1025, step=8, offset=1)

@@ -201,6 +201,7 @@ class ListOf:
 class Key:
     schema: "Schema"
     required: bool = False
+    nullable: bool = True  # an optional key given as null reads as None (not checked)
 
 
 @dataclass(frozen=True)
@@ -212,8 +213,9 @@ class Record:
         return Record({k: v for k, v in self.keys.items() if k not in names}, self.expected)
 
     def optional(self) -> "Record":
-        """The same keys, none of them required (an edit names only what changes)."""
-        return Record({k: Key(v.schema, False) for k, v in self.keys.items()}, self.expected)
+        """The same keys, none of them required (an edit names only what changes); a key that was required
+        may still not be null."""
+        return Record({k: Key(v.schema, False, not v.required) for k, v in self.keys.items()}, self.expected)
 
     def plus(self, **keys: Key) -> "Record":
         return Record({**self.keys, **keys}, self.expected)
@@ -482,7 +484,7 @@ def read(tree: Tree, node: Any, schema: Schema, path: Path_ = (), ctx: Context =
         if rule is None:
             tree.fail(key_node, path + (key,), f"unknown key {_short(key)!r}{did_you_mean(key, keys)}",
                       one_of(list(keys), limit=len(keys)))
-        if not rule.required and tree.is_null(value):
+        if not rule.required and rule.nullable and tree.is_null(value):
             tree.count(value, path + (key,))
             out[key] = None  # `key: ~` on an optional key: the same as leaving it out (an edit: back to the default)
             continue

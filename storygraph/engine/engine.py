@@ -15,7 +15,7 @@ keys, take numbers, the best take, reinforcement) and a :class:`GenerationLock` 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -24,6 +24,7 @@ from ..domain import Character, Environment, SceneSpec, Story, Transition
 from ..faults import crash_point
 from ..graphdb import SceneCommit, SceneContext, SceneRecord, StoryStore, TakeRecord, TransitionRecord, open_store
 from ..timeline import child_placement, place_scenes, transition_decay
+from .checks import EditChecks
 from .errors import EngineError, GenerationBusy, InvalidRequest, NotReady, SceneExists, SceneNotFound
 from .indexes import IndexKeeper
 from .locks import GenerationLock
@@ -75,6 +76,7 @@ class StoryEngine:
                                           config.engine.index_save_every)
         self.lock = lock or GenerationLock(self.dir)
         self.takes = takes or TakeBook(store, config.engine, config.memory)
+        self.checks = EditChecks(store, self.dir, config)
         self._retriever = None
         self._held: list = []  # stage events not yet written
         self._listeners: list[Callable] = []
@@ -119,18 +121,26 @@ class StoryEngine:
         self.close()
 
     # -- building the story ----------------------------------------------------------------------
+    # Every edit is checked against the story rules (storygraph.rules, through .checks) before anything is
+    # written: a refused edit raises a RuleError (InvalidInput) naming the field and leaves the graph as it was.
     def load(self, story_or_path) -> Story:
         from ..storyfile import load_story
 
-        story = story_or_path if isinstance(story_or_path, Story) else load_story(story_or_path)
+        if isinstance(story_or_path, Story):
+            story = story_or_path
+            self.checks.story(story)
+        else:
+            story = load_story(story_or_path, reference_folders=self.config.story.reference_roots(self.dir))
         self.store.load_story(story)
         return story
 
     def add_character(self, character: Character) -> None:
+        self.checks.character(character)
         self.store.upsert_character(character)
         self.store.append_event("character.updated", character.id)
 
     def add_environment(self, environment: Environment) -> None:
+        self.checks.environment(environment)
         self.store.upsert_environment(environment)
         self.store.append_event("environment.updated", environment.id)
 
@@ -139,13 +149,11 @@ class StoryEngine:
         """Add a scene, optionally after ``parent_id``: a parent that already has a child gets a new branch."""
         if self.store.scene(spec.id) is not None:
             raise SceneExists(f"scene {spec.id!r} already exists; use update_scene")
-        if parent_id is None:
+        parent = self.checks.new_scene(spec, parent_id, kind, gap)
+        if parent is None:
             placement = place_scenes([spec.id], [])[spec.id]
             self.store.upsert_scene(spec, placement)
         else:
-            parent = self.store.scene(parent_id)
-            if parent is None:
-                raise SceneNotFound(f"no scene {parent_id!r}")
             t = Transition(parent_id, spec.id, kind, gap)
             has_child = any(x.from_id == parent_id for x in self.store.transitions())
             placement = child_placement(parent.placement, spec.id, t.effective_gap, continues_branch=not has_child)
@@ -159,13 +167,7 @@ class StoryEngine:
         scene = self.store.scene(scene_id)
         if scene is None:
             raise SceneNotFound(f"no scene {scene_id!r}")
-        if "characters" in fields:
-            fields["characters"] = tuple(fields["characters"])
-        known = set(SceneSpec.__dataclass_fields__) - {"id"}
-        bad = set(fields) - known
-        if bad:
-            raise InvalidRequest(f"unknown scene field(s) {sorted(bad)}")
-        spec = replace(scene.spec, **fields)
+        spec = self.checks.scene_edit(scene, fields)
         self.store.upsert_scene(spec, scene.placement)
         if scene.status != "planned":
             self.store.set_scene_status(scene_id, "planned", note="edited")
@@ -174,11 +176,10 @@ class StoryEngine:
         return self.store.scene(scene_id)
 
     def add_transition(self, transition: Transition) -> None:
-        """Join two scenes. The child's placement (clock, branch) is recomputed from the whole story."""
-        transitions = [Transition(t.from_id, t.to_id, t.kind, t.gap) for t in self.store.transitions()]
-        transitions = [t for t in transitions if t.to_id != transition.to_id] + [transition]
+        """Join two scenes (the child's incoming transition, if any, is replaced). The placements (clock, branch)
+        are recomputed from the whole story."""
+        placements = self.checks.transition(transition)
         scenes = self.store.scenes()
-        placements = place_scenes([s.id for s in scenes], transitions)
         self.store.upsert_transition(self._transition_record(transition))
         for s in scenes:
             if not placements[s.id].same_place(s.placement):

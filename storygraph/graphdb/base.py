@@ -286,6 +286,12 @@ class CypherStore:
                 "from_id": transition.from_id, "to_id": transition.to_id, "kind": transition.kind,
                 "gap": float(transition.gap), "decay": float(transition.decay)}]}))
 
+    def ids(self, kind: str) -> list[str]:
+        """The ids of the story's characters, environments or scenes (``kind``: character | environment | scene)."""
+        if kind not in ("character", "environment", "scene"):
+            raise StoreInputError(f"no ids of kind {kind!r}")
+        return [r["id"] for r in self._read(f"{kind}_ids")]
+
     def characters(self) -> list[Character]:
         return [Character(r["id"], r["name"], r["description"] or "", r["reference_path"], r["decay_tau"])
                 for r in self._read("characters_all")]

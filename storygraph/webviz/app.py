@@ -5,7 +5,7 @@ generating answer 409). ``create_app(store, engine)`` adds editing and generatio
 background worker. Blueprints: ``pages`` (the page and media files), ``api`` (JSON) and ``stream``
 (Server-Sent Events); what they share is the :class:`~.viewer.Viewer`. Security checks run before every
 request (see :mod:`.security`); every error becomes a JSON answer in one place, by its kind
-(:mod:`storygraph.errors`). The factory builds and registers only: the viewer's threads start with
+(:mod:`storygraph.errors`); a body that breaks a story rule also says where, as a JSON ``pointer``. The factory builds and registers only: the viewer's threads start with
 ``viewer_of(app).start()``, which ``serve`` and ``start`` (:mod:`.server`) call.
 """
 
@@ -20,6 +20,7 @@ from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import StorygraphError
+from ..rules import RuleError
 from .api import bp as api_bp
 from .graph import MediaLinks
 from .pages import bp as pages_bp
@@ -90,6 +91,8 @@ def create_app(store, engine=None, *, story_dir=None, media_dir=None, token: Opt
 
     @app.errorhandler(StorygraphError)
     def storygraph_error(e: StorygraphError):
+        if isinstance(e, RuleError):  # a request body that breaks a story rule: where, as a JSON pointer
+            return error(e.http_status, e.pointed(), pointer=e.pointer)
         return error(e.http_status, str(e))
 
     @app.errorhandler(HTTPException)
