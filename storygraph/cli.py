@@ -45,10 +45,16 @@ def _fail(message: str, code: int = EXIT_FAILED):
     sys.exit(code)
 
 
-def _load_story(path: str):
+def _load_story(path: str, story_dir=None):
+    """The story file, its reference images allowed from the story folder's ``[story] reference_folders``."""
     from .storyfile import load_story
 
-    return load_story(path)
+    roots = ()
+    if story_dir is not None and Path(story_dir).is_dir():
+        from .config import Config
+
+        roots = Config.load(story_dir).story.reference_roots(story_dir)
+    return load_story(path, reference_folders=roots)
 
 
 def _open_store(graph: str, story: str | None, database: str | None, create: bool = True):
@@ -67,6 +73,9 @@ class _Storygraph(click.Group):
         except StorygraphError as e:
             _report(e.label, str(e))
             ctx.exit(e.exit_code)
+        except OSError as e:  # a full disk, a folder that cannot be written
+            _report("error:", _io_message(e))
+            ctx.exit(EXIT_FAILED)
 
 
 # -- where a story is: --dir DIR, --graph URI ---------------------------------------------------------------
@@ -160,6 +169,7 @@ def init(directory, graph):
     from .config import CONFIG_NAME, Config
 
     d = Path(directory)
+    _a_folder(d)
     if (d / CONFIG_NAME).exists():
         _console().print(f"{d / CONFIG_NAME} already exists; left unchanged")
         return
@@ -188,7 +198,12 @@ def validate(story_file):
 @graph_options
 def load(story_file, graph, story_id, database):
     """Load (or update) a story file into a graph. Loading the same file twice changes nothing."""
-    story = _load_story(story_file)
+    from .graphdb.neo4j import is_neo4j_uri
+
+    folder = None if is_neo4j_uri(graph) else Path(graph)
+    if folder is not None:
+        _a_folder(folder)
+    story = _load_story(story_file, folder)
     store = _open_store(graph, story_id or story.id, database)
     try:
         summary = store.load_story(story)
@@ -265,6 +280,7 @@ def query(cypher, graph, story_id, database, params, as_json, timeout, max_rows)
     from .graphdb.holder import holder_of, remote_query
 
     values = dict(_parse_param(p) for p in params)
+    _existing_graph(graph)
     try:
         try:
             store = open_store(graph, story_id, database=database, create=False)
@@ -302,6 +318,7 @@ def query(cypher, graph, story_id, database, params, as_json, timeout, max_rows)
 @graph_options
 def show(graph, story_id, database):
     """A summary of a story: scenes by status, characters, branches, memory."""
+    _existing_graph(graph)
     with _reading_store(graph, story_id, database) as store:
         meta = store.story_meta()
         if meta is None:
@@ -343,7 +360,33 @@ def _unexpected(e: Exception) -> None:
     command group)."""
     if isinstance(e, StorygraphError):
         raise e
+    if isinstance(e, OSError):
+        _fail(_io_message(e))
     _fail(f"{type(e).__name__}: {e}")
+
+
+def _io_message(e: OSError) -> str:
+    """One line for a failed write: what, why, and that ``resume`` finishes the story once it can write again."""
+    import errno
+
+    what = f" writing {e.filename}" if e.filename else ""
+    after = "then `storygraph resume --dir DIR` finishes the story (what was committed is kept)"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device{what}: free some space, {after}"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write{what}: {e.strerror}; make the story folder writable, {after}"
+    return f"{e.strerror or type(e).__name__}{what or ''}" + (f": {e}" if not e.strerror else "")
+
+
+def _close(engine) -> None:
+    """Close the engine. When the command is already failing, that failure is the one reported: a close that
+    fails too (a full disk cannot take the vector index either) adds nothing but a second traceback."""
+    failing = sys.exc_info()[0] is not None
+    try:
+        engine.close()
+    except (StorygraphError, OSError):
+        if not failing:
+            raise
 
 
 @contextmanager
@@ -410,7 +453,8 @@ def run(story_file, directory, graph, database, model, takes, until):
     """Load a story and generate every scene in timeline order."""
     from .config import Config
 
-    story = _load_story(story_file)
+    _a_folder(directory)
+    story = _load_story(story_file, directory)
     config = Config.load(directory) if Path(directory).exists() else Config()
     if model:
         config = config.with_overrides(models={"ltx2": model})
@@ -423,7 +467,7 @@ def run(story_file, directory, graph, database, model, takes, until):
     except Exception as e:  # noqa: BLE001 - a clear line for any model or library error
         _unexpected(e)
     finally:
-        engine.close()
+        _close(engine)
 
 
 @main.command()
@@ -433,7 +477,7 @@ def run(story_file, directory, graph, database, model, takes, until):
 @click.option("--takes", type=int, default=None, help="takes per scene; the best continues the timeline")
 def resume(directory, graph, story_id, database, takes):
     """Finish a run that was stopped or killed, from the first unfinished scene."""
-    _existing(directory)
+    _existing(directory, graph)
     engine = _engine(directory, graph, story_id, database)
     try:
         with _holding(engine):
@@ -442,12 +486,40 @@ def resume(directory, graph, story_id, database, takes):
     except Exception as e:  # noqa: BLE001
         _unexpected(e)
     finally:
-        engine.close()
+        _close(engine)
 
 
-def _existing(directory: Path) -> None:
-    if not Path(directory).is_dir():
-        raise click.UsageError(f"no story folder {directory}")
+def _existing(directory, uri: str | None = None) -> None:
+    """Refuse, before anything is opened or created, a story folder that holds no story: one that does not exist,
+    a path that is not a folder, a folder without a graph (or whose ``graph`` is not a database file). With a
+    Neo4j URI the graph is elsewhere and the folder only holds media: it need not exist yet."""
+    d = Path(directory)
+    _a_folder(d)
+    if uri is not None:
+        return
+    if not d.is_dir():
+        raise InvalidInput(f"no story folder {d}")
+    g = d / "graph"
+    if not g.exists():
+        raise InvalidInput(f"{d} is not a story folder: it has no graph (load a story into it first: "
+                           f"storygraph load STORY.yaml --dir {d})")
+    if not g.is_file():
+        raise InvalidInput(f"{g} is not a storygraph database (a LadybugDB database is one file)")
+
+
+def _a_folder(directory) -> None:
+    """Refuse a story folder path that exists and is not a folder."""
+    d = Path(directory)
+    if d.exists() and not d.is_dir():
+        raise InvalidInput(f"{d} is not a folder: a story folder holds the graph, media and storygraph.toml")
+
+
+def _existing_graph(graph: str) -> None:
+    """``_existing`` for commands that get the graph as one string (a Neo4j URI or the story folder)."""
+    from .graphdb.neo4j import is_neo4j_uri
+
+    if not is_neo4j_uri(graph):
+        _existing(graph)
 
 
 @main.command()
@@ -465,7 +537,7 @@ def export(directory, graph, story_id, fmt, out, min_identity, min_text_alignmen
     """Write a training set (dataset.json + videos, scores and embeddings beside it)."""
     from .engine.export import ExportFilter, export_ltx_trainer
 
-    _existing(directory)
+    _existing(directory, graph)
     with _reading_store(graph or directory, story_id, None) as store:
         result = export_ltx_trainer(store, out or Path(directory) / "export", ExportFilter(
             min_identity, min_text_alignment, min_subject_consistency, min_transition_smoothness), ic_lora=ic_lora)
@@ -481,7 +553,7 @@ def report(directory, graph, story_id, out):
     """A PNG and an HTML page: identity per character and the other scores across the story."""
     from .engine.report import write_report
 
-    _existing(directory)
+    _existing(directory, graph)
     with _reading_store(graph or directory, story_id, None) as store:
         meta = store.story_meta() or {}
         result = write_report(store, out or Path(directory) / "report", title=meta.get("title", ""))
@@ -499,9 +571,13 @@ def demo(directory, graph, overwrite):
     from .engine import demo as demo_mod
 
     d = Path(directory)
+    _a_folder(d)
     if d.exists() and any(d.iterdir()):
         if not overwrite:
             _fail(f"{d} exists and is not empty; pass --overwrite or another folder", EXIT_BAD_INPUT)
+        if not ((d / "graph").exists() or (d / "storygraph.toml").exists()):
+            _fail(f"{d} is not a story folder (no graph, no storygraph.toml): --overwrite only replaces a story",
+                  EXIT_BAD_INPUT)
         shutil.rmtree(d)
     t0 = time.perf_counter()
     console = _console()
@@ -518,7 +594,7 @@ def demo(directory, graph, overwrite):
 
         write_report(engine.store, d / "report", title=f"{story.title} (smoke run)", note=demo_mod.SMOKE_NOTE)
     finally:
-        engine.close()
+        _close(engine)
     console.print(f"done in {time.perf_counter() - t0:.1f} s: story in {d}, report in {d / 'report' / 'report.html'}\n"
                   f"explore it: storygraph show --dir {d} · storygraph studio --dir {d}")
 
@@ -549,15 +625,20 @@ def studio(directory, graph, story_file, host, port, allow_remote):
     """The live viewer and the engine in one process: watch, query, edit and generate scene by scene."""
     from .webviz import create_app
 
+    if story_file:
+        _a_folder(directory)
+        story = _load_story(story_file, directory)
+    else:
+        _existing(directory, graph)
     engine = _engine(directory, graph)
     try:
         with _holding(engine):
             if story_file:
-                engine.load(_load_story(story_file))
+                engine.load(story)
             app = create_app(engine.store, engine, story_dir=engine.dir)
             _serve(app, host, port, allow_remote)
     finally:
-        engine.close()
+        _close(engine)
 
 
 @main.command()
@@ -567,6 +648,7 @@ def serve(graph, directory, story_id, database, host, port, allow_remote):
     """A viewer that follows a story's event log (read-only; several can run against Neo4j)."""
     from .webviz import create_app
 
+    _existing_graph(graph)
     store = _open_store(graph, story_id, database, create=False)
     try:
         app = create_app(store, None, story_dir=directory)

@@ -25,7 +25,7 @@ from ..faults import crash_point
 from ..graphdb import SceneCommit, SceneContext, SceneRecord, StoryStore, TakeRecord, TransitionRecord, open_store
 from ..timeline import child_placement, place_scenes, transition_decay
 from .checks import EditChecks
-from .errors import EngineError, GenerationBusy, InvalidRequest, NotReady, SceneExists, SceneNotFound
+from .errors import EngineError, GenerationBusy, IndexNotSaved, InvalidRequest, NotReady, SceneExists, SceneNotFound
 from .indexes import IndexKeeper
 from .locks import GenerationLock
 from .models import ModelRegistry
@@ -33,7 +33,7 @@ from .prompts import build_prompt, retrieval_text
 from .takes import TakeBook, TakeOutcome
 
 __all__ = ["StoryEngine", "STAGES", "SceneWork", "EngineError", "SceneNotFound", "SceneExists", "NotReady",
-           "GenerationBusy", "InvalidRequest"]
+           "GenerationBusy", "InvalidRequest", "IndexNotSaved"]
 
 STAGES = ("plan", "retrieve", "condition", "generate", "observe", "commit")
 ProgressFn = Callable[[str, str, dict], None]  # (scene id, stage, info)
@@ -101,8 +101,9 @@ class StoryEngine:
         else:
             folder = dir_or_uri
         folder = Path(folder).resolve()
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "media").mkdir(exist_ok=True)
+        if folder.exists() and not folder.is_dir():
+            raise InvalidRequest(f"{folder} is not a folder: a story folder holds the graph, media and storygraph.toml")
+        folder.mkdir(parents=True, exist_ok=True)  # media/ comes with the first take: opening writes no media
         config = config or Config.load(folder)
         store = open_store(graph or folder, story, database=database, memory=config.memory)
         models = ModelRegistry(config, folder, lambda: reference_root(store, folder), generator=generator,
@@ -110,9 +111,23 @@ class StoryEngine:
         return cls(folder, store, config, models=models)
 
     def close(self) -> None:
-        self.index.save()
-        self.store.close()
-        self.lock.release()
+        """Save the vector index, close the graph, release the story. The graph and the lock are let go even when
+        the save fails (a full disk): the index is derived, and the next open rebuilds what it lacks; the
+        failure is raised after, as an ``IndexNotSaved``."""
+        try:
+            self.index.save()
+        except OSError as e:
+            failed: Optional[OSError] = e
+        else:
+            failed = None
+        finally:
+            try:
+                self.store.close()
+            finally:
+                self.lock.release()
+        if failed is not None:
+            raise IndexNotSaved(f"the vector index was not saved ({failed.strerror or failed}); the graph is intact "
+                                "and the next open rebuilds the index from it") from failed
 
     def __enter__(self):
         return self
@@ -297,7 +312,10 @@ class StoryEngine:
             return self._generate_takes(SceneWork(ctx), takes, progress)
         except BaseException as e:
             if isinstance(e, Exception):
-                self.store.set_scene_status(scene_id, "failed", note=f"{type(e).__name__}: {e}")
+                try:
+                    self.store.set_scene_status(scene_id, "failed", note=f"{type(e).__name__}: {e}")
+                except Exception:  # a full disk fails this write too: the scene stays unfinished, resume redoes it
+                    pass
             raise
 
     def _generate_takes(self, work: SceneWork, takes: int, progress: Optional[ProgressFn]) -> list[TakeRecord]:
