@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from flask import Flask, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from ..errors import StorygraphError
 from ..rules import RuleError
 from .api import bp as api_bp
-from .graph import MediaLinks
+from .graph import MediaLinks, finite
 from .pages import bp as pages_bp
 from .security import SAFE_METHODS, TOKEN_HEADER, cross_origin_reason, host_allowed, new_token, token_matches
 from .stream import bp as events_bp
@@ -31,6 +32,17 @@ from .viewer import EXTENSION, Viewer, ViewerConfig, error, viewer_of
 log = logging.getLogger(__name__)
 
 __all__ = ["create_app", "ViewerConfig", "viewer_of"]
+
+
+class _FiniteJSON(DefaultJSONProvider):
+    """Flask's JSON, never with ``Infinity`` or ``NaN`` (which browsers cannot parse): such floats answer null."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        kwargs["allow_nan"] = False
+        try:
+            return super().dumps(obj, **kwargs)
+        except ValueError:
+            return super().dumps(finite(obj), **kwargs)
 
 
 def create_app(store, engine=None, *, story_dir=None, media_dir=None, token: Optional[str] = None,
@@ -53,6 +65,7 @@ def create_app(store, engine=None, *, story_dir=None, media_dir=None, token: Opt
     app = Flask(__name__, template_folder=str(pkg / "templates"), static_folder=str(pkg / "static"),
                 static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
+    app.json = _FiniteJSON(app)
     app.json.sort_keys = False
     app.config["STORYGRAPH_TOKEN"] = token or new_token()
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 0
