@@ -19,7 +19,7 @@ import difflib
 import math
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, NoReturn, Optional, Sequence, Union
 
@@ -174,6 +174,7 @@ class Context:
 
     base_dir: Optional[Path] = None
     reference_roots: tuple = ()
+    checked: dict = field(default_factory=dict, compare=False, repr=False)  # path as given -> result, per input
 
     @classmethod
     def for_file(cls, story_file, extra_roots: Iterable = ()) -> "Context":
@@ -308,7 +309,24 @@ def _declared_field(cls: type, name: str) -> Value:
 
 
 def _image(v: Any, ctx: Context) -> str:
-    """An existing image file inside one of ``ctx.reference_roots``; returns its absolute path."""
+    """An existing image file inside one of ``ctx.reference_roots``; returns its absolute path. Each path is
+    checked once per input (an alias repeating a reference a thousand times costs one check)."""
+    if isinstance(v, str) and v in ctx.checked:
+        done = ctx.checked[v]
+        if isinstance(done, Invalid):
+            raise done
+        return done
+    try:
+        out = _check_image_path(v, ctx)
+    except Invalid as e:
+        if isinstance(v, str):
+            ctx.checked[v] = e
+        raise
+    ctx.checked[v] = out
+    return out
+
+
+def _check_image_path(v: Any, ctx: Context) -> str:
     if not isinstance(v, str):
         raise Invalid(f"got {describe(v)}{_quote_hint(v)}")
     if not v.strip():
@@ -327,7 +345,8 @@ def _image(v: Any, ctx: Context) -> str:
         raise Invalid(f"cannot read {_short(str(full), 200)}: {e.strerror or e}") from None
     roots = [Path(os.path.realpath(r)) for r in ctx.reference_roots]
     if not any(real == r or r in real.parents for r in roots):
-        raise Invalid(f"{_short(str(full), 200)} is outside the folders reference images may come from "
+        leads = f" (it leads to {_short(str(real), 200)})" if real != full else ""
+        raise Invalid(f"{_short(str(full), 200)}{leads} is outside the folders reference images may come from "
                       f"({', '.join(str(r) for r in roots)})")
     import stat as stat_mod
 
@@ -456,9 +475,11 @@ class Tree:
         raise RuleError(path, message, expected)
 
 
-def read(tree: Tree, node: Any, schema: Schema, path: Path_ = (), ctx: Context = Context()) -> Any:
+def read(tree: Tree, node: Any, schema: Schema, path: Path_ = (), ctx: Optional[Context] = None) -> Any:
     """``node`` checked against ``schema``: a dict for a Record (an optional key given as null maps to None),
     a list for a ListOf, the checked value for a Value. The first problem raises through ``tree.fail``."""
+    if ctx is None:
+        ctx = Context()
     tree.count(node, path)
     shape = tree.shape(node)
     if isinstance(schema, Value):
@@ -495,7 +516,7 @@ def read(tree: Tree, node: Any, schema: Schema, path: Path_ = (), ctx: Context =
     return out
 
 
-def read_json(value: Any, schema: Schema, path: Path_ = (), ctx: Context = Context()) -> Any:
+def read_json(value: Any, schema: Schema, path: Path_ = (), ctx: Optional[Context] = None) -> Any:
     """JSON-like Python values (an HTTP body, a record's fields) checked against ``schema``."""
     return read(Tree(), value, schema, path, ctx)
 
@@ -660,11 +681,13 @@ def check_transitions(transitions: Sequence[Transition], paths: Sequence[Path_],
     return placements
 
 
-def check_story(story: Story, where: Where = _nowhere, *, records: bool = True, ctx: Context = Context()) -> None:
+def check_story(story: Story, where: Where = _nowhere, *, records: bool = True,
+                ctx: Optional[Context] = None) -> None:
     """Every rule of a whole story (given as domain objects): each record against its schema (``records``),
     ids unique, links known, transitions a forest with finite clocks. Paths are those of a story file
     (``scenes[3].characters[1]``). The reference images of a story built in Python are checked against
     ``ctx`` (absolute paths, roots) when it names roots, else taken as given."""
+    ctx = ctx or Context()
     if records:
         image_ok = bool(ctx.reference_roots)
         read_json({"id": story.id, "title": story.title}, STORY, ("story",))

@@ -106,7 +106,7 @@ class _Node:
         self.line = mark.line + 1
         self.column = mark.column + 1
         self.merged: list = ()
-        self.merge_error: Optional[tuple[int, str]] = None
+        self.merge_error: Optional[tuple["_Node", str]] = None
         self.bad_tag = bad_tag
 
     def pairs(self) -> list:
@@ -141,7 +141,8 @@ class _Composer:
         self.anchors: dict[str, _Node] = {}
 
     def fail(self, mark, message: str, expected: str) -> NoReturn:
-        raise StoryFileError(self.shown, mark.line + 1, "", message, expected, mark.column + 1)
+        raise StoryFileError(self.shown, mark.line + 1, field_path(_path_at(self.text, mark.index)), message,
+                             expected, mark.column + 1)
 
     def compose(self) -> Optional[_Node]:
         root: Optional[_Node] = None
@@ -177,7 +178,7 @@ class _Composer:
                 elif kind is MapEnd or kind is SeqEnd:
                     node, anchor, _ = stack.pop()
                     if node.shape == "map":
-                        self._merge(node)
+                        self._merge(node, event.start_mark)
                     if anchor is not None:
                         anchors[anchor] = node
                 elif kind is Alias:
@@ -208,10 +209,10 @@ class _Composer:
                     parent.value.append((top[2], node))
                     top[2] = no_key
         except yaml.YAMLError as e:
-            raise _yaml_error(self.shown, e) from None
+            raise _yaml_error(self.shown, e, self.text) from None
         return root
 
-    def _merge(self, node: _Node) -> None:
+    def _merge(self, node: _Node, end_mark) -> None:
         """Take a finished mapping's merge keys (``<<: *a`` or ``<<: [*a, *b]``) out of its pairs and work out
         the pairs they bring: each key once, explicit keys first, then the sources in order."""
         if not any(k.tag == _MERGE for k, _ in node.value):
@@ -225,7 +226,7 @@ class _Composer:
                     sources.extend(value.value)
                 elif node.merge_error is None:
                     got = "a list holding something else" if value.shape == "seq" else "a single value"
-                    node.merge_error = (value.line, f"bad merge key: got {got}")
+                    node.merge_error = (value, f"bad merge key: got {got}")
             else:
                 own.append((key, value))
         if not sources and node.merge_error is None:
@@ -236,8 +237,7 @@ class _Composer:
         for src in sources:
             pairs = src.pairs()
             if not self.budget.spend(len(pairs) + 1):
-                raise StoryFileError(self.shown, node.line, "", self.budget.message(), "a story file of sane size",
-                                     node.column)
+                self.fail(end_mark, self.budget.message(), "a story file of sane size")
             for k, v in pairs:
                 key = k.value if k.shape == "scalar" else id(k)
                 if key not in seen:
@@ -249,14 +249,65 @@ class _Composer:
 _NO_KEY = object()
 
 
-def _yaml_error(shown: str, e: yaml.YAMLError) -> StoryFileError:
+def _path_at(text: str, pos: int) -> tuple:
+    """The field path of the value at character ``pos`` of ``text`` (or of the innermost value open there): the
+    events are read again up to that place. Used only to locate a problem, so it may cost a second parse."""
+    stack: list[list] = []  # [shape, key or index, expecting a key]
+
+    def path() -> tuple:
+        out = []
+        for shape, at, want_key in stack:
+            if shape == "map" and (want_key or at is None):
+                break
+            out.append(at)
+        return tuple(out)
+
+    def advance() -> None:  # a value (or key) of the innermost collection is complete
+        if stack:
+            top = stack[-1]
+            if top[0] == "seq":
+                top[1] += 1
+            else:
+                top[2] = not top[2]
+
+    try:
+        for ev in yaml.parse(text, Loader=_Loader):
+            if ev.start_mark.index > pos:
+                break
+            kind = type(ev)
+            if kind is yaml.ScalarEvent:
+                if stack and stack[-1][0] == "map" and stack[-1][2]:
+                    if pos < ev.end_mark.index:
+                        return path() + (ev.value[:60],)
+                    stack[-1][1] = ev.value
+                    stack[-1][2] = False
+                    continue
+                if pos < ev.end_mark.index:
+                    return path()
+                advance()
+            elif kind is yaml.AliasEvent:
+                advance()
+            elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+                if stack and stack[-1][0] == "map" and stack[-1][2]:
+                    stack[-1][1], stack[-1][2] = "?", False  # a collection as a key
+                stack.append(["map", None, True] if kind is yaml.MappingStartEvent else ["seq", 0, False])
+            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                stack.pop()
+                advance()
+    except yaml.YAMLError:
+        pass
+    return path()
+
+
+def _yaml_error(shown: str, e: yaml.YAMLError, text: str) -> StoryFileError:
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
     context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
     if context and context_mark is not None and mark is not None and context_mark.line != mark.line:
         context = f"{context} at line {context_mark.line + 1}"
     parts = [p for p in (context, getattr(e, "problem", None)) if p]
     detail = ": ".join(parts) if parts else str(e).splitlines()[0]
-    return StoryFileError(shown, mark.line + 1 if mark else None, "", f"invalid YAML: {detail}",
+    field = field_path(_path_at(text, mark.index)) if mark is not None else ""
+    return StoryFileError(shown, mark.line + 1 if mark else None, field, f"invalid YAML: {detail}",
                           "well-formed YAML", mark.column + 1 if mark else None)
 
 
@@ -321,8 +372,8 @@ class _YamlTree(Tree):
 
     def items(self, node: _Node, path) -> Iterable[tuple[str, _Node, _Node]]:
         if node.merge_error is not None:
-            line, message = node.merge_error
-            self.fail(line, path + ("<<",), message, "`<<: *anchor` naming a mapping")
+            where, message = node.merge_error
+            self.fail(where, path + ("<<",), message, "`<<: *anchor` naming a mapping")
         seen: dict[str, _Node] = {}
         for key_node, _ in node.value:
             key = self._key(key_node, path)
@@ -399,14 +450,15 @@ def _read_text(shown: str, path: Path, max_bytes: int) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         fail(f"not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})", "UTF-8 text",
-             data[: e.start].count(b"\n") + 1)
+             data[: e.start].count(b"\n") + 1, e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1)
     text = text[1:] if text.startswith("\ufeff") else text
     bad = _NON_PRINTABLE.search(text)
     if bad is not None:
         before = text[: bad.start()]
-        fail(f"a control character U+{ord(bad.group()):04X} (YAML does not allow it)",
-             "printable text (tabs and line breaks are fine)", before.count("\n") + 1,
-             bad.start() - (before.rfind("\n") + 1) + 1)
+        where = field_path(_path_at(_NON_PRINTABLE.sub(" ", text), bad.start()))
+        raise StoryFileError(shown, before.count("\n") + 1, where,
+                             f"a control character U+{ord(bad.group()):04X} (YAML does not allow it)",
+                             "printable text (tabs and line breaks are fine)", bad.start() - (before.rfind("\n") + 1) + 1)
     return text
 
 

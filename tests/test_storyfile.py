@@ -23,11 +23,11 @@ BAD = Path(__file__).resolve().parent / "data" / "bad"
 
 # file in tests/data/bad (without .yaml), line, field, a fragment of the message
 BAD_FILES = [
-    ("yaml_unclosed_flow", 12, "", "did not find expected ',' or ']'"),
-    ("yaml_mapping_in_value", 10, "", "mapping values are not allowed"),
-    ("yaml_tab_indent", 10, "", "tab character"),
+    ("yaml_unclosed_flow", 12, "scenes[0].characters[1]", "did not find expected ',' or ']'"),
+    ("yaml_mapping_in_value", 10, "scenes[0]", "mapping values are not allowed"),
+    ("yaml_tab_indent", 10, "scenes[0].id", "tab character"),
     ("yaml_two_documents", 10, "", "single document"),
-    ("yaml_unclosed_quote", 12, "", "quoted scalar at line 10"),
+    ("yaml_unclosed_quote", 12, "scenes[0].action", "quoted scalar at line 10"),
     ("top_list", 2, "", "got a list"),
     ("top_scalar", 2, "", "got a string"),
     ("empty", 1, "", "no YAML document"),
@@ -92,7 +92,7 @@ BAD_FILES = [
 
 
 def test_table_covers_every_bad_file():
-    on_disk = {p.stem for p in BAD.glob("*.yaml")}
+    on_disk = {p.stem for p in BAD.glob("*.yaml") if not p.stem.startswith("hostile_")}  # test_hostile.py: those
     assert on_disk == {name for name, *_ in BAD_FILES}
     assert len(on_disk) >= 35
 
