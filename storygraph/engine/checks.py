@@ -95,9 +95,9 @@ class EditChecks:
     def scene_edit(self, scene: SceneRecord, fields: dict[str, Any]) -> SceneSpec:
         """The scene's spec with ``fields`` changed (None: empty text, no characters, the story's default)."""
         given = dict(fields)
-        if given.get("characters") is not None:
+        if isinstance(given.get("characters"), tuple):
             given["characters"] = list(given["characters"])
-        if given.get("references") is not None:
+        if isinstance(given.get("references"), (list, tuple)):
             given["references"] = [reference_fields(r) if isinstance(r, Reference) else r for r in given["references"]]
         data = read_json(given, SCENE_EDIT, (), self.context())
         changes: dict[str, Any] = {}
