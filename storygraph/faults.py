@@ -11,6 +11,7 @@ frames; ``index``: the vector index files; ``graph``: a graph commit). ``STORYGR
 disk full after ``n`` writes: from then on every write raises ``OSError(ENOSPC)`` as a full file system does,
 until the process ends. ``STORYGRAPH_FULL_AT=media,index`` limits it to those points;
 ``STORYGRAPH_FULL_ERRNO=EACCES`` (or ``EROFS``) fails them as an unwritable folder instead.
+``STORYGRAPH_WRITES_LOG=file`` appends each write (point and path) to ``file``, to choose where to fail.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ _writes = [0]
 
 def write_point(name: str, path: object = None) -> None:
     """Raise the ``OSError`` a full (or unwritable) disk would, when the environment says so (see above)."""
+    log = os.environ.get("STORYGRAPH_WRITES_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"{name} {path if path is not None else ''}\n")
     after = os.environ.get("STORYGRAPH_FULL_AFTER")
     if after is None:
         return

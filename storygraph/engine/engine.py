@@ -274,6 +274,7 @@ class StoryEngine:
         """
         done_ids = []
         with self.lock.held():
+            self.indexes()  # reconciled with the graph (and saved on close) even when nothing is left to make
             for scene in self.store.scenes():
                 if scene.status == "done":
                     if scene.id == until:
