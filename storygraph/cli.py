@@ -111,9 +111,10 @@ def _where(directory, graph, positional=None) -> tuple[Path | None, str | None]:
 
 def _location_options(f, positional: bool):
     f = click.option("--graph", "-g", "graph_", default=None, metavar="URI", help=GRAPH_HELP)(f)
-    f = click.option("--dir", "-d", "dir_", default=None, type=click.Path(file_okay=False), help=DIR_HELP)(f)
+    # plain paths: a path that is not a folder is refused by the command, in one line (see _a_folder)
+    f = click.option("--dir", "-d", "dir_", default=None, type=click.Path(), help=DIR_HELP)(f)
     if positional:
-        f = click.argument("old_dir", required=False, cls=_CompatArgument, type=click.Path(file_okay=False))(f)
+        f = click.argument("old_dir", required=False, cls=_CompatArgument, type=click.Path())(f)
     return f
 
 
@@ -671,6 +672,7 @@ def models_check_cmd(directory, graph):
     from .config import Config
     from .engine.models import models_check
 
+    _a_folder(directory)
     config = Config.load(directory)
     rows = models_check(config, story_dir=directory)
     table = Table("model", "role", "source", "present", "device", "note")

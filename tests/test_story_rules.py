@@ -209,3 +209,27 @@ def test_clocks_stay_finite_in_what_the_viewer_sends(studio):
     data = json.loads(g.get_data(as_text=True), parse_constant=lambda c: pytest.fail(f"{c} in the graph JSON"))
     clocks = [n["data"]["clock"] for n in data["nodes"] if n["data"]["type"] == "scene"]
     assert clocks and all(math.isfinite(c) for c in clocks)
+
+
+def test_a_clock_stored_before_clocks_were_bounded_is_sent_as_null(tmp_path):
+    """A graph written before the bounds may hold an infinite clock: the viewer answers null, never Infinity."""
+    import json
+
+    from support import example_store
+    from storygraph.domain import Placement
+
+    store, story = example_store(tmp_path / "story")
+    try:
+        spec = story.scenes[-1]
+        store.upsert_scene(spec, Placement(spec.id, math.inf, spec.id, 0))
+        app = create_app(store, story_dir=store.path, warm=False)
+        client = app.test_client()
+
+        def strict(text):
+            return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the viewer's JSON"))
+
+        nodes = {n["data"]["id"]: n for n in strict(client.get("/api/graph").get_data(as_text=True))["nodes"]}
+        assert nodes[spec.id]["data"]["clock"] is None
+        assert strict(client.get(f"/api/scenes/{spec.id}").get_data(as_text=True))["clock"] is None
+    finally:
+        store.close()
