@@ -5,7 +5,8 @@ transitions that join the scenes into ``--branch-depth`` D nested branches: the 
 timelines of equal length, timeline k + 1 forking off the first scene of timeline k, so the last timeline's
 scenes sit D branches deep. D = 0 makes one main timeline with a side branch every 50 scenes.
 
-Each figure comes from a fresh interpreter (so peak RSS is that of one phase): ``validate`` reads and checks
+Each figure comes from a fresh interpreter (so peak RSS is that of one phase; the fastest of ``--repeat`` runs is
+kept, since a shared machine only ever adds time): ``validate`` reads and checks
 the file; ``load`` reads it and writes it to a new story folder. Memory per scene is the growth of the peak
 resident set over the interpreter's own (after imports, and for ``load`` after opening the empty graph, whose
 buffers are a fixed cost), divided by N. Prints one JSON object.
@@ -67,12 +68,16 @@ def write_story(path: Path, scenes: int, depth: int) -> dict:
 
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from storygraph.storyfile import load_story
 from storygraph.graphdb.embedded import EmbeddedStore
 from storygraph.timeline import place_scenes
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def rss(key="VmHWM"):  # this process's peak (VmHWM) or current (VmRSS) resident set, in kB; ru_maxrss would
+    with open("/proc/self/status") as f:  # count the parent's size at fork
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
 store = EmbeddedStore(sys.argv[4], story_id="bench") if sys.argv[3] == "load" else None
 out = {"baseline_rss_kb": rss()}  # after imports (and, to load, after opening an empty graph)
 t0 = time.perf_counter()
@@ -98,16 +103,24 @@ def _child(phase: str, story_file: Path, folder: Path) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def measure(scenes: int, depth: int) -> dict:
+def _best(runs: list[dict]) -> dict:
+    """The fastest of repeated runs (the others lost time to the machine's other work); the highest peak."""
+    best = dict(min(runs, key=lambda r: r.get("load_s", r["validate_s"])))
+    best["validate_s"] = min(r["validate_s"] for r in runs)
+    best["peak_rss_kb"] = max(r["peak_rss_kb"] for r in runs)
+    return best
+
+
+def measure(scenes: int, depth: int, repeat: int = 1) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "story.yaml"
         out = write_story(path, scenes, depth)
-        v = _child("validate", path, Path(tmp) / "unused")
-        lo = _child("load", path, Path(tmp) / "story")
+        v = _best([_child("validate", path, Path(tmp) / "unused") for _ in range(repeat)])
+        lo = _best([_child("load", path, Path(tmp) / f"story{i}") for i in range(repeat)])
     grow_v = max(0, v["peak_rss_kb"] - v["baseline_rss_kb"])
     grow_l = max(0, lo["peak_rss_kb"] - lo["baseline_rss_kb"])
     out.update({
-        "deepest_lineage": v["deepest_lineage"],
+        "runs": repeat, "deepest_lineage": v["deepest_lineage"],
         "validate_s": round(v["validate_s"], 3), "validate_peak_rss_mb": round(v["peak_rss_kb"] / 1024, 1),
         "load_s": round(lo["load_s"], 3), "load_peak_rss_mb": round(lo["peak_rss_kb"] / 1024, 1),
         "baseline_rss_mb": {"validate": round(v["baseline_rss_kb"] / 1024, 1),
@@ -131,14 +144,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", type=int, default=None, help="scenes in the story (default: the standard set)")
     ap.add_argument("--branch-depth", type=int, default=0, help="nested branches (0: one timeline, side branches)")
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="runs per figure, the fastest kept (default: 3 up to 10,000 scenes, else 1)")
     args = ap.parse_args()
+
+    def runs(n: int) -> int:
+        return args.repeat or (3 if n <= 10_000 else 1)
+
     t0 = time.perf_counter()
     host = {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2), "python": sys.version.split()[0]}
     if args.scenes is not None:
-        print(json.dumps({"host": host, **measure(args.scenes, args.branch_depth)}))
+        print(json.dumps({"host": host, **measure(args.scenes, args.branch_depth, runs(args.scenes))}))
         return
-    small, large = measure(1000, 0), measure(50_000, 0)
-    shallow, deep = measure(9_000, 100), measure(9_000, 3_000)
+    small, large = measure(1000, 0, runs(1000)), measure(50_000, 0, runs(50_000))
+    shallow, deep = measure(9_000, 100, runs(9_000)), measure(9_000, 3_000, runs(9_000))
     print(json.dumps({
         "host": host, "scenes_1k": small, "scenes_50k": large, "depth_100": shallow, "depth_3000": deep,
         "per_scene_ratio_50k_over_1k": ratios(small, large),

@@ -181,10 +181,14 @@ def init(directory, graph):
 
 
 @main.command()
-@click.argument("story_file", type=click.Path(dir_okay=False))
-def validate(story_file):
+@click.argument("story_file", type=click.Path())
+@click.option("--dir", "-d", "directory", default=None, type=click.Path(),
+              help="the story folder it is for: its storygraph.toml may allow more reference folders")
+def validate(story_file, directory):
     """Check a story file; exit 2 with file, line and field if it is broken."""
-    story = _load_story(story_file)
+    if directory is not None:
+        _a_folder(directory)
+    story = _load_story(story_file, directory)
     from .timeline import place_scenes
 
     branches = {p.branch for p in place_scenes([s.id for s in story.scenes], list(story.transitions)).values()}
@@ -195,7 +199,7 @@ def validate(story_file):
 
 
 @main.command()
-@click.argument("story_file", type=click.Path(dir_okay=False))
+@click.argument("story_file", type=click.Path())
 @graph_options
 def load(story_file, graph, story_id, database):
     """Load (or update) a story file into a graph. Loading the same file twice changes nothing."""
@@ -444,7 +448,7 @@ def _summary(engine) -> None:
 
 
 @main.command()
-@click.argument("story_file", type=click.Path(dir_okay=False))
+@click.argument("story_file", type=click.Path())
 @folder_options()
 @click.option("--database", default=None, envvar="NEO4J_DATABASE", help="Neo4j database name")
 @click.option("--model", default=None, help="LTX-2 weights: a folder or hub id (overrides models.ltx2)")
@@ -619,7 +623,7 @@ def _serve(app, host, port, allow_remote):
 
 @main.command()
 @folder_options(positional=True)
-@click.option("--story", "story_file", default=None, type=click.Path(dir_okay=False),
+@click.option("--story", "story_file", default=None, type=click.Path(),
               help="load (or update) this story file first")
 @_viewer_options
 def studio(directory, graph, story_file, host, port, allow_remote):

@@ -85,3 +85,27 @@ def test_opening_a_story_in_python_writes_no_media(tmp_path):
 
     with pytest.raises(InvalidInput, match="is not a folder"):
         StoryEngine.open(regular)
+
+
+def test_reference_folders_of_storygraph_toml_allow_images_outside_the_story_files_folder(tmp_path):
+    from support import write_png
+    from storygraph.config import Config
+
+    shared = tmp_path / "shared"
+    write_png(shared / "mara.png", 1)
+    story_file = tmp_path / "stories" / "s.yaml"
+    story_file.parent.mkdir()
+    story_file.write_text(
+        "story: {id: refs}\n"
+        f"characters:\n  - {{id: mara, name: Mara, description: d, reference: {shared / 'mara.png'}}}\n"
+        "scenes:\n  - {id: s1, action: walks, characters: [mara]}\n", encoding="utf-8")
+    story_dir = tmp_path / "story"
+    story_dir.mkdir()
+    Config.from_dict({"story": {"reference_folders": ["../shared"]}}).save(story_dir)
+
+    r = storygraph_cli("validate", story_file, timeout=120)
+    _refused(r, f"{story_file}:3: characters[0].reference:", "is outside the folders reference images may come from")
+    r = storygraph_cli("validate", story_file, "--dir", story_dir, timeout=120)
+    assert r.returncode == 0, r.stderr
+    r = storygraph_cli("load", story_file, "--dir", story_dir, timeout=120)
+    assert r.returncode == 0, r.stderr
