@@ -278,18 +278,15 @@ def declared(kind: type, s: Setting) -> Value:
                 raise Invalid(f"got {describe(v)}")
             return v
         return Value(check_bool, s.expected)
-    if kind is int:
-        def check_int(v: Any, ctx: Context) -> int:
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise Invalid(f"got {describe(v)}")
+    accepted = int if kind is int else (int, float)
+
+    def check_number(v: Any, ctx: Context):
+        if isinstance(v, bool) or not isinstance(v, accepted):
+            raise Invalid(f"got {describe(v)}")
+        if kind is int:  # an integer setting takes a step or a set of values: "not allowed" says both
             if not s.allows(v):
                 raise Invalid(f"{v if abs(v) < 10 ** 30 else describe(v)} is not allowed")
             return v
-        return Value(check_int, s.expected)
-
-    def check_number(v: Any, ctx: Context) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise Invalid(f"got {describe(v)}")
         try:
             v = float(v)
         except OverflowError:
