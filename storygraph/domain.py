@@ -34,11 +34,13 @@ MAX_TAU = 1e9
 
 @dataclass(frozen=True)
 class Setting:
-    """What a generation setting means and which values it takes (a field's ``metadata["setting"]``).
+    """What a declared field means and which values it takes (a field's ``metadata["setting"]``): the
+    generation settings, and the bounded numbers of characters, references and transitions.
 
-    Numbers must lie in ``[lo, hi]``; with ``step``, an integer must also be ``offset`` more than a multiple
-    of ``step``; with ``choices``, a value must be one of them. ``expected`` says it in words, for error
-    messages. Settings files (``storygraph.toml``) use the same declaration for their keys' help.
+    Numbers must lie in ``[lo, hi]`` (``lo`` itself excluded with ``lo_open``); with ``step``, an integer must
+    also be ``offset`` more than a multiple of ``step``; with ``choices``, a value must be one of them.
+    ``expected`` says it in words, for error messages. The story rules (``storygraph.rules``) check against it,
+    and settings files (``storygraph.toml``) use the same declaration for their keys' help.
     """
 
     help: str

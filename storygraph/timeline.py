@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict, deque
-from typing import Iterable, Optional
+from typing import Optional
 
 from .domain import MAX_CLOCK, Placement, Transition
 from .errors import InvalidInput
@@ -26,35 +26,6 @@ class TimelineError(InvalidInput, ValueError):
 def transition_decay(gap: float, tau_story: float) -> float:
     """Retention across a transition: ``exp(-gap / tau_story)``."""
     return math.exp(-float(gap) / float(tau_story))
-
-
-def find_cycle(scene_ids: Iterable[str], transitions: Iterable[Transition]) -> Optional[list[str]]:
-    """A list of scene ids forming a cycle along transitions, or None."""
-    children = defaultdict(list)
-    for t in transitions:
-        children[t.from_id].append(t.to_id)
-    state: dict[str, int] = {}
-    for start in scene_ids:
-        if start in state:
-            continue
-        stack = [(start, iter(children[start]))]
-        path = [start]
-        state[start] = 1
-        while stack:
-            node, it = stack[-1]
-            nxt = next(it, None)
-            if nxt is None:
-                stack.pop()
-                path.pop()
-                state[node] = 2
-                continue
-            if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
-            if nxt not in state:
-                state[nxt] = 1
-                path.append(nxt)
-                stack.append((nxt, iter(children[nxt])))
-    return None
 
 
 def child_placement(parent: Placement, child_id: str, gap: float, continues_branch: bool) -> Placement:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from storygraph.domain import SceneSpec, Story, Transition
 from storygraph.graphdb import queries
 from storygraph.graphdb.base import UNWIND_BATCH
