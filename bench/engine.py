@@ -100,8 +100,7 @@ def build_history(folder: Path, scenes: int, rng: np.random.Generator) -> str:
         "width": [32] * scenes, "height": [32] * scenes, "frames": [9] * scenes, "fps": [8.0] * scenes,
         "seed": list(range(scenes)), "steps": [2] * scenes, "guidance": [1.0] * scenes, "refs": ["[]"] * scenes,
         "clock": [x.clock for x in p], "branch": [x.branch for x in p], "pos": [x.pos for x in p],
-        "parent_id": [x.parent_id for x in p], "lineage_branches": [[b for b, _ in x.lineage] for x in p],
-        "lineage_upto": [[u for _, u in x.lineage] for x in p], "status": ["done"] * scenes,
+        "parent_id": [x.parent_id for x in p], "status": ["done"] * scenes,
         "chosen_take": [0] * scenes, "takes": [1] * scenes, "notes": [""] * scenes, "prompt": ["walks"] * scenes})
     store.bulk_copy("HAS_SCENE", {"from": ["bench"] * scenes, "to": ids})
     store.bulk_copy("NEXT", {"from": [t.from_id for t in transitions], "to": [t.to_id for t in transitions],

@@ -200,8 +200,7 @@ def load_structure(store, w: World) -> None:
         "id": w.scene_ids, "story_id": [STORY] * n, "title": w.scene_ids, "action": ["acts"] * n,
         "environment": env_of, "refs": ["[]"] * n, "clock": [x.clock for x in p], "branch": [x.branch for x in p],
         "pos": [x.pos for x in p], "parent_id": [x.parent_id for x in p],
-        "lineage_branches": [[b for b, _ in x.lineage] for x in p],
-        "lineage_upto": [[u for _, u in x.lineage] for x in p], "status": ["done"] * n, "takes": [1] * n,
+        "status": ["done"] * n, "takes": [1] * n,
         "notes": [""] * n})
     store.bulk_copy("HAS_SCENE", {"from": [STORY] * n, "to": w.scene_ids})
     store.bulk_copy("SET_IN", {"from": w.scene_ids, "to": env_of})

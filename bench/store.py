@@ -65,8 +65,7 @@ def build(folder: Path, scenes: int, seed: int = 0) -> tuple[EmbeddedStore, floa
         "fps": [24.0] * scenes, "seed": list(range(scenes)), "steps": [8] * scenes, "guidance": [1.0] * scenes,
         "refs": ["[]"] * scenes, "clock": [x.clock for x in p], "branch": [x.branch for x in p],
         "pos": [x.pos for x in p], "parent_id": [x.parent_id for x in p],
-        "lineage_branches": [[b for b, _ in x.lineage] for x in p],
-        "lineage_upto": [[u for _, u in x.lineage] for x in p], "status": ["planned"] * scenes,
+        "status": ["planned"] * scenes,
         "takes": [0] * scenes, "notes": [""] * scenes})
     store.bulk_copy("HAS_SCENE", {"from": ["bench"] * scenes, "to": ids})
     store.bulk_copy("SET_IN", {"from": ids, "to": env_of})

@@ -45,10 +45,16 @@ def _fail(message: str, code: int = EXIT_FAILED):
     sys.exit(code)
 
 
-def _load_story(path: str):
+def _load_story(path: str, story_dir=None):
+    """The story file, its reference images allowed from the story folder's ``[story] reference_folders``."""
     from .storyfile import load_story
 
-    return load_story(path)
+    roots = ()
+    if story_dir is not None and Path(story_dir).is_dir():
+        from .config import Config
+
+        roots = Config.load(story_dir).story.reference_roots(story_dir)
+    return load_story(path, reference_folders=roots)
 
 
 def _open_store(graph: str, story: str | None, database: str | None, create: bool = True):
@@ -67,6 +73,9 @@ class _Storygraph(click.Group):
         except StorygraphError as e:
             _report(e.label, str(e))
             ctx.exit(e.exit_code)
+        except OSError as e:  # a full disk, a folder that cannot be written
+            _report("error:", _io_message(e))
+            ctx.exit(EXIT_FAILED)
 
 
 # -- where a story is: --dir DIR, --graph URI ---------------------------------------------------------------
@@ -102,9 +111,10 @@ def _where(directory, graph, positional=None) -> tuple[Path | None, str | None]:
 
 def _location_options(f, positional: bool):
     f = click.option("--graph", "-g", "graph_", default=None, metavar="URI", help=GRAPH_HELP)(f)
-    f = click.option("--dir", "-d", "dir_", default=None, type=click.Path(file_okay=False), help=DIR_HELP)(f)
+    # plain paths: a path that is not a folder is refused by the command, in one line (see _a_folder)
+    f = click.option("--dir", "-d", "dir_", default=None, type=click.Path(), help=DIR_HELP)(f)
     if positional:
-        f = click.argument("old_dir", required=False, cls=_CompatArgument, type=click.Path(file_okay=False))(f)
+        f = click.argument("old_dir", required=False, cls=_CompatArgument, type=click.Path())(f)
     return f
 
 
@@ -160,6 +170,7 @@ def init(directory, graph):
     from .config import CONFIG_NAME, Config
 
     d = Path(directory)
+    _a_folder(d)
     if (d / CONFIG_NAME).exists():
         _console().print(f"{d / CONFIG_NAME} already exists; left unchanged")
         return
@@ -170,10 +181,14 @@ def init(directory, graph):
 
 
 @main.command()
-@click.argument("story_file", type=click.Path(dir_okay=False))
-def validate(story_file):
+@click.argument("story_file", type=click.Path())
+@click.option("--dir", "-d", "directory", default=None, type=click.Path(),
+              help="the story folder it is for: its storygraph.toml may allow more reference folders")
+def validate(story_file, directory):
     """Check a story file; exit 2 with file, line and field if it is broken."""
-    story = _load_story(story_file)
+    if directory is not None:
+        _a_folder(directory)
+    story = _load_story(story_file, directory)
     from .timeline import place_scenes
 
     branches = {p.branch for p in place_scenes([s.id for s in story.scenes], list(story.transitions)).values()}
@@ -184,11 +199,16 @@ def validate(story_file):
 
 
 @main.command()
-@click.argument("story_file", type=click.Path(dir_okay=False))
+@click.argument("story_file", type=click.Path())
 @graph_options
 def load(story_file, graph, story_id, database):
     """Load (or update) a story file into a graph. Loading the same file twice changes nothing."""
-    story = _load_story(story_file)
+    from .graphdb.neo4j import is_neo4j_uri
+
+    folder = None if is_neo4j_uri(graph) else Path(graph)
+    if folder is not None:
+        _a_folder(folder)
+    story = _load_story(story_file, folder)
     store = _open_store(graph, story_id or story.id, database)
     try:
         summary = store.load_story(story)
@@ -265,6 +285,7 @@ def query(cypher, graph, story_id, database, params, as_json, timeout, max_rows)
     from .graphdb.holder import holder_of, remote_query
 
     values = dict(_parse_param(p) for p in params)
+    _existing_graph(graph)
     try:
         try:
             store = open_store(graph, story_id, database=database, create=False)
@@ -302,6 +323,7 @@ def query(cypher, graph, story_id, database, params, as_json, timeout, max_rows)
 @graph_options
 def show(graph, story_id, database):
     """A summary of a story: scenes by status, characters, branches, memory."""
+    _existing_graph(graph)
     with _reading_store(graph, story_id, database) as store:
         meta = store.story_meta()
         if meta is None:
@@ -343,7 +365,33 @@ def _unexpected(e: Exception) -> None:
     command group)."""
     if isinstance(e, StorygraphError):
         raise e
+    if isinstance(e, OSError):
+        _fail(_io_message(e))
     _fail(f"{type(e).__name__}: {e}")
+
+
+def _io_message(e: OSError) -> str:
+    """One line for a failed write: what, why, and that ``resume`` finishes the story once it can write again."""
+    import errno
+
+    what = f" writing {e.filename}" if e.filename else ""
+    after = "then `storygraph resume --dir DIR` finishes the story (what was committed is kept)"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device{what}: free some space, {after}"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write{what}: {e.strerror}; make the story folder writable, {after}"
+    return f"{e.strerror or type(e).__name__}{what or ''}" + (f": {e}" if not e.strerror else "")
+
+
+def _close(engine) -> None:
+    """Close the engine. When the command is already failing, that failure is the one reported: a close that
+    fails too (a full disk cannot take the vector index either) adds nothing but a second traceback."""
+    failing = sys.exc_info()[0] is not None
+    try:
+        engine.close()
+    except (StorygraphError, OSError):
+        if not failing:
+            raise
 
 
 @contextmanager
@@ -442,7 +490,7 @@ VERBOSE_HELP = "also show the libraries' own output (loading bars, logs, warning
 
 
 @main.command()
-@click.argument("story_file", type=click.Path(dir_okay=False))
+@click.argument("story_file", type=click.Path())
 @folder_options()
 @click.option("--database", default=None, envvar="NEO4J_DATABASE", help="Neo4j database name")
 @click.option("--model", default=None, help="LTX-2 weights: a folder or hub id (overrides models.ltx2)")
@@ -457,8 +505,9 @@ def run(story_file, directory, graph, database, model, takes, until, branch, tin
     from .config import CONFIG_NAME, Config
     from .engine.runs import Cancelled, Selection
 
+    _a_folder(directory)
     _quiet(verbose)
-    story = _load_story(story_file)
+    story = _load_story(story_file, directory)
     note = ""
     if tiny:
         from .engine import demo as demo_mod
@@ -486,7 +535,7 @@ def run(story_file, directory, graph, database, model, takes, until, branch, tin
     except Exception as e:  # noqa: BLE001 - a clear line for any model or library error
         _unexpected(e)
     finally:
-        engine.close()
+        _close(engine)
 
 
 @main.command()
@@ -500,7 +549,7 @@ def resume(directory, graph, story_id, database, takes, branch, verbose):
     """Finish a run that was stopped or killed, from the first unfinished scene."""
     from .engine.runs import Cancelled, Selection
 
-    _existing(directory)
+    _existing(directory, graph)
     _quiet(verbose)
     engine = _engine(directory, graph, story_id, database)
     try:
@@ -513,7 +562,7 @@ def resume(directory, graph, story_id, database, takes, branch, verbose):
     except Exception as e:  # noqa: BLE001
         _unexpected(e)
     finally:
-        engine.close()
+        _close(engine)
 
 
 @main.command()
@@ -525,7 +574,7 @@ def cut(out, directory, graph, story_id, branch):
     """Write a timeline as one film: the chosen take of each scene, in story order, with sound."""
     from .engine.cut import write_cut
 
-    _existing(directory)
+    _existing(directory, graph)
     with _reading_store(graph or str(directory), story_id, None) as store:
         result = write_cut(store, out, branch)
     stopped = f"; stops before {result.stopped_at} (not generated)" if result.stopped_at else ""
@@ -533,9 +582,37 @@ def cut(out, directory, graph, story_id, branch):
                      f"{result.duration_s:.2f} s{stopped}")
 
 
-def _existing(directory: Path) -> None:
-    if not Path(directory).is_dir():
-        raise click.UsageError(f"no story folder {directory}")
+def _existing(directory, uri: str | None = None) -> None:
+    """Refuse, before anything is opened or created, a story folder that holds no story: one that does not exist,
+    a path that is not a folder, a folder without a graph (or whose ``graph`` is not a database file). With a
+    Neo4j URI the graph is elsewhere and the folder only holds media: it need not exist yet."""
+    d = Path(directory)
+    _a_folder(d)
+    if uri is not None:
+        return
+    if not d.is_dir():
+        raise InvalidInput(f"no story folder {d}")
+    g = d / "graph"
+    if not g.exists():
+        raise InvalidInput(f"{d} is not a story folder: it has no graph (load a story into it first: "
+                           f"storygraph load STORY.yaml --dir {d})")
+    if not g.is_file():
+        raise InvalidInput(f"{g} is not a storygraph database (a LadybugDB database is one file)")
+
+
+def _a_folder(directory) -> None:
+    """Refuse a story folder path that exists and is not a folder."""
+    d = Path(directory)
+    if d.exists() and not d.is_dir():
+        raise InvalidInput(f"{d} is not a folder: a story folder holds the graph, media and storygraph.toml")
+
+
+def _existing_graph(graph: str) -> None:
+    """``_existing`` for commands that get the graph as one string (a Neo4j URI or the story folder)."""
+    from .graphdb.neo4j import is_neo4j_uri
+
+    if not is_neo4j_uri(graph):
+        _existing(graph)
 
 
 @main.command()
@@ -553,7 +630,7 @@ def export(directory, graph, story_id, fmt, out, min_identity, min_text_alignmen
     """Write a training set (dataset.json + videos, scores and embeddings beside it)."""
     from .engine.export import ExportFilter, export_ltx_trainer
 
-    _existing(directory)
+    _existing(directory, graph)
     with _reading_store(graph or directory, story_id, None) as store:
         result = export_ltx_trainer(store, out or Path(directory) / "export", ExportFilter(
             min_identity, min_text_alignment, min_subject_consistency, min_transition_smoothness), ic_lora=ic_lora)
@@ -574,7 +651,7 @@ def compare(directory, graph, story_id, database, modes, scenes, out):
     cross-shot identity and consistency per mode and per recurrence gap."""
     from rich.table import Table
 
-    _existing(directory)
+    _existing(directory, graph)
     wanted = [m.strip() for m in modes.split(",") if m.strip()]
     scene_ids = [s.strip() for s in scenes.split(",") if s.strip()] if scenes else None
     console = _console()
@@ -615,7 +692,7 @@ def report(directory, graph, story_id, out):
     """A PNG and an HTML page: identity per character and the other scores across the story."""
     from .engine.report import write_report
 
-    _existing(directory)
+    _existing(directory, graph)
     with _reading_store(graph or directory, story_id, None) as store:
         meta = store.story_meta() or {}
         result = write_report(store, out or Path(directory) / "report", title=meta.get("title", ""))
@@ -642,9 +719,13 @@ def demo(directory, graph, story_file, overwrite, ltx_version, ic_lora, until, v
     source = story_file or str(demo_mod.example_story_path())
     story = demo_mod.demo_story(_load_story(source))  # a broken file is refused before anything is written
     d = Path(directory)
+    _a_folder(d)
     if d.exists() and any(d.iterdir()):
         if not overwrite:
             _fail(f"{d} exists and is not empty; pass --overwrite or another folder", EXIT_BAD_INPUT)
+        if not ((d / "graph").exists() or (d / "storygraph.toml").exists()):
+            _fail(f"{d} is not a story folder (no graph, no storygraph.toml): --overwrite only replaces a story",
+                  EXIT_BAD_INPUT)
         shutil.rmtree(d)
     _quiet(verbose)
     t0 = time.perf_counter()
@@ -666,7 +747,7 @@ def demo(directory, graph, story_file, overwrite, ltx_version, ic_lora, until, v
 
         write_report(engine.store, d / "report", title=f"{story.title} (smoke run)", note=demo_mod.SMOKE_NOTE)
     finally:
-        engine.close()
+        _close(engine)
     per_scene = f", {run_s / len(done):.1f} s per scene" if done else ""
     size = demo_mod.DEMO_DEFAULTS
     console.print(f"done in {time.perf_counter() - t0:.1f} s ({size.width}x{size.height}, {size.frames} frames, "
@@ -693,22 +774,27 @@ def _serve(app, host, port, allow_remote):
 
 @main.command()
 @folder_options(positional=True)
-@click.option("--story", "story_file", default=None, type=click.Path(dir_okay=False),
+@click.option("--story", "story_file", default=None, type=click.Path(),
               help="load (or update) this story file first")
 @_viewer_options
 def studio(directory, graph, story_file, host, port, allow_remote):
     """The live viewer and the engine in one process: watch, query, edit and generate scene by scene."""
     from .webviz import create_app
 
+    if story_file:
+        _a_folder(directory)
+        story = _load_story(story_file, directory)
+    else:
+        _existing(directory, graph)
     engine = _engine(directory, graph)
     try:
         with _holding(engine):
             if story_file:
-                engine.load(_load_story(story_file))
+                engine.load(story)
             app = create_app(engine.store, engine, story_dir=engine.dir)
             _serve(app, host, port, allow_remote)
     finally:
-        engine.close()
+        _close(engine)
 
 
 @main.command()
@@ -718,6 +804,7 @@ def serve(graph, directory, story_id, database, host, port, allow_remote):
     """A viewer that follows a story's event log (read-only; several can run against Neo4j)."""
     from .webviz import create_app
 
+    _existing_graph(graph)
     store = _open_store(graph, story_id, database, create=False)
     try:
         app = create_app(store, None, story_dir=directory)
@@ -740,6 +827,7 @@ def models_check_cmd(directory, graph):
     from .config import Config
     from .engine.models import models_check
 
+    _a_folder(directory)
     config = Config.load(directory)
     rows = models_check(config, story_dir=directory)
     table = Table("model", "role", "source", "present", "version", "device", "note")

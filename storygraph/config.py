@@ -85,10 +85,21 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class StoryConfig:
+    reference_folders: tuple = setting((), "folders reference images may come from besides the story file's folder "
+                                           "tree (absolute, or relative to the story folder)")
+
+    def reference_roots(self, story_dir) -> tuple[Path, ...]:
+        """The folders, absolute (relative ones against ``story_dir``)."""
+        return tuple(Path(story_dir, f).resolve() for f in self.reference_folders)
+
+
+@dataclass(frozen=True)
 class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     memory: MemoryParams = field(default_factory=MemoryParams)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    story: StoryConfig = field(default_factory=StoryConfig)
 
     @classmethod
     def load(cls, story_dir) -> "Config":
@@ -110,6 +121,7 @@ class Config:
             default = f.default_factory()
             if not isinstance(section, dict):
                 raise ConfigError(f"{where}: [{f.name}] must be a table")
+            section = dict(section)
             known = {x.name: x for x in fields(default)}
             for key, value in section.items():
                 if key not in known:
@@ -117,8 +129,11 @@ class Config:
                 want = type(getattr(default, key))
                 if want is float and isinstance(value, int) and not isinstance(value, bool):
                     value = float(value)
+                if want is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
+                    value = section[key] = tuple(value)
                 if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
-                    raise ConfigError(f"{where}: [{f.name}] {key} must be {want.__name__}, got {value!r}")
+                    kind = "a list of strings" if want is tuple else want.__name__
+                    raise ConfigError(f"{where}: [{f.name}] {key} must be {kind}, got {value!r}")
                 declared = known[key].metadata.get("setting")
                 if declared is not None and not declared.allows(value):
                     raise ConfigError(f"{where}: [{f.name}] {key} must be {declared.expected}, got {value!r}")
@@ -155,6 +170,8 @@ class ConfigError(InvalidInput, ValueError):
 
 
 def _toml_value(v: Any) -> str:
+    if isinstance(v, tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):

@@ -32,6 +32,52 @@ MEMORY_MODES: tuple[str, ...] = ("extend", "context", "reference", "keyframe")
 #: Story time that passes across a transition when the story file gives no ``gap``.
 DEFAULT_GAPS: dict[str, float] = {"continuous": 1.0, "cut": 2.0, "time_skip": 10.0}
 
+#: The largest story time across one transition, and the latest clock a scene may reach: every clock stays a
+#: finite number that JSON, the graph and the viewer's layout can hold.
+MAX_GAP = 1e6
+MAX_CLOCK = 1e12
+#: The longest memory time constant of a character.
+MAX_TAU = 1e9
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a declared field means and which values it takes (a field's ``metadata["setting"]``): the
+    generation settings, and the bounded numbers of characters, references and transitions.
+
+    Numbers must lie in ``[lo, hi]`` (``lo`` itself excluded with ``lo_open``); with ``step``, an integer must
+    also be ``offset`` more than a multiple of ``step``; with ``choices``, a value must be one of them.
+    ``expected`` says it in words, for error messages. The story rules (``storygraph.rules``) check against it,
+    and settings files (``storygraph.toml``) use the same declaration for their keys' help.
+    """
+
+    help: str
+    expected: str = "any text"
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    step: Optional[int] = None
+    offset: int = 0
+    choices: tuple = ()
+    lo_open: bool = False  # ``lo`` itself is not allowed
+
+    def allows(self, value: Any) -> bool:
+        """Whether a value of the right type is allowed (callers check the type)."""
+        if self.choices and value not in self.choices:
+            return False
+        if isinstance(value, (str, bool)) or value is None:
+            return True
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if (self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo))) or \
+                (self.hi is not None and value > self.hi):
+            return False
+        return self.step is None or value % self.step == self.offset
+
+
+def setting(default: Any, help: str, **allowed: Any):
+    """A dataclass field declaring one setting: its default, its meaning and its allowed values."""
+    return field(default=default, metadata={"setting": Setting(help, **allowed)})
+
 
 @dataclass(frozen=True)
 class Character:
@@ -39,7 +85,10 @@ class Character:
     name: str
     description: str = ""
     reference_path: Optional[str] = None  # an image of the character, absolute or relative to the story file
-    decay_tau: Optional[float] = None  # per-character memory time constant; None: MemoryParams.tau_character
+    # None: MemoryParams.tau_character
+    decay_tau: Optional[float] = setting(None, "the character's memory time constant (story time)",
+                                         expected=f"a time constant above 0, at most {MAX_TAU:g}",
+                                         lo=0, hi=MAX_TAU, lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -57,43 +106,10 @@ class Reference:
     path: str
     kind: str = "character"  # character | costume | place | frame
     character: Optional[str] = None  # for kind character/costume: whose reference it is
-    frame_index: int = 0  # output frame the condition is placed at
-    strength: float = 1.0
-
-
-@dataclass(frozen=True)
-class Setting:
-    """What a generation setting means and which values it takes (a field's ``metadata["setting"]``).
-
-    Numbers must lie in ``[lo, hi]``; with ``step``, an integer must also be ``offset`` more than a multiple
-    of ``step``; with ``choices``, a value must be one of them. ``expected`` says it in words, for error
-    messages. Settings files (``storygraph.toml``) use the same declaration for their keys' help.
-    """
-
-    help: str
-    expected: str = "any text"
-    lo: Optional[float] = None
-    hi: Optional[float] = None
-    step: Optional[int] = None
-    offset: int = 0
-    choices: tuple = ()
-
-    def allows(self, value: Any) -> bool:
-        """Whether a value of the right type is allowed (callers check the type)."""
-        if self.choices and value not in self.choices:
-            return False
-        if isinstance(value, (str, bool)) or value is None:
-            return True
-        if isinstance(value, float) and not math.isfinite(value):
-            return False
-        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
-            return False
-        return self.step is None or value % self.step == self.offset
-
-
-def setting(default: Any, help: str, **allowed: Any):
-    """A dataclass field declaring one setting: its default, its meaning and its allowed values."""
-    return field(default=default, metadata={"setting": Setting(help, **allowed)})
+    frame_index: int = setting(0, "the output frame the condition is placed at",
+                               expected="a frame index from 0 to frames - 1", lo=0, hi=1024)
+    strength: float = setting(1.0, "how strongly the image conditions the scene", expected="a strength from 0 to 1",
+                              lo=0, hi=1)
 
 
 @dataclass(frozen=True)
@@ -105,10 +121,10 @@ class GenerationDefaults:
 
     negative_prompt: str = setting("worst quality, inconsistent motion, blurry, jittery, distorted",
                                    "what the picture must not look like")
-    width: int = setting(768, "frame width in pixels", expected="a multiple of 32 from 64 to 4096",
-                         lo=64, hi=4096, step=32)
-    height: int = setting(512, "frame height in pixels", expected="a multiple of 32 from 64 to 4096",
-                          lo=64, hi=4096, step=32)
+    width: int = setting(768, "frame width in pixels", expected="a multiple of 32 from 32 to 4096",
+                         lo=32, hi=4096, step=32)
+    height: int = setting(512, "frame height in pixels", expected="a multiple of 32 from 32 to 4096",
+                          lo=32, hi=4096, step=32)
     frames: int = setting(121, "frames in the clip (LTX-2 takes 8k+1)",
                           expected="8k+1 frames from 9 to 1025 (9, 17, 25, …, 121, …, 1025)",
                           lo=9, hi=1025, step=8, offset=1)
@@ -180,7 +196,9 @@ class Transition:
     from_id: str
     to_id: str
     kind: str = "cut"
-    gap: Optional[float] = None  # story time across the transition; None: DEFAULT_GAPS[kind]
+    # None: DEFAULT_GAPS[kind]
+    gap: Optional[float] = setting(None, "story time across the transition",
+                                   expected=f"a story-time gap from 0 to {MAX_GAP:g}", lo=0, hi=MAX_GAP)
 
     @property
     def effective_gap(self) -> float:
@@ -226,14 +244,95 @@ class Story:
         return next(s for s in self.scenes if s.id == sid)
 
 
+class Lineage:
+    """The branches a timeline passed through before its own: ``(branch, last pos on it)`` pairs, oldest first.
+
+    A persistent chain: a scene that starts a branch adds one link to its parent's lineage and every scene
+    below shares it, so the placements of a whole story cost O(scenes), however deeply it branches (a tuple
+    per scene would cost O(scenes x depth)). It iterates, compares and hashes like the tuple of its pairs, and
+    a tuple of pairs converts to it (``Lineage.of``).
+    """
+
+    __slots__ = ("parent", "branch", "upto", "depth", "_hash")
+
+    def __init__(self, parent: Optional["Lineage"] = None, branch: str = "", upto: int = 0):
+        self.parent = parent if parent else None  # the empty lineage is never linked
+        self.branch = branch
+        self.upto = int(upto)
+        self.depth = 0 if parent is None and not branch else (len(parent) if parent else 0) + 1
+        self._hash: Optional[int] = None
+
+    @classmethod
+    def of(cls, pairs) -> "Lineage":
+        if isinstance(pairs, Lineage):
+            return pairs
+        out = EMPTY_LINEAGE
+        for branch, upto in pairs or ():
+            out = out.then(branch, upto)
+        return out
+
+    def then(self, branch: str, upto: int) -> "Lineage":
+        """This lineage followed by ``(branch, upto)``."""
+        return Lineage(self, branch, upto)
+
+    def upto_on(self, branch: str) -> Optional[int]:
+        """The last position of ``branch`` on this lineage, or None when it does not pass through it."""
+        link = self
+        while link is not None and link.depth:
+            if link.branch == branch:
+                return link.upto
+            link = link.parent
+        return None
+
+    def __len__(self) -> int:
+        return self.depth
+
+    def __bool__(self) -> bool:
+        return self.depth > 0
+
+    def __iter__(self):
+        links = []
+        link = self
+        while link is not None and link.depth:
+            links.append((link.branch, link.upto))
+            link = link.parent
+        return reversed(links)
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Lineage):
+            if self.depth != other.depth:
+                return False
+            a, b = self, other
+            while a is not b and a is not None and a.depth:  # equal depths all the way down
+                if a.branch != b.branch or a.upto != b.upto:
+                    return False
+                a, b = a.parent, b.parent
+            return True
+        if isinstance(other, (tuple, list)):
+            return tuple(self) == tuple(tuple(p) for p in other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(tuple(self))
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"Lineage({tuple(self)!r})"
+
+
+EMPTY_LINEAGE = Lineage()
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where a scene sits in story time and on which timeline.
 
     ``branch``/``pos`` name the scene's place on its branch; ``lineage`` lists, for every branch the
-    scene's timeline passed through before its own, ``(branch, last pos on that branch)``. Scene ``a`` is
-    an ancestor of ``s`` iff ``a.branch == s.branch and a.pos < s.pos`` or ``a.pos <= upto`` for
-    ``(a.branch, upto)`` in ``s.lineage``: O(depth of branching), no path query.
+    scene's timeline passed through before its own, ``(branch, last pos on that branch)`` (a
+    :class:`Lineage`; a tuple of pairs is converted). Scene ``a`` is an ancestor of ``s`` iff
+    ``a.branch == s.branch and a.pos < s.pos`` or ``a.pos <= upto`` for ``(a.branch, upto)`` in
+    ``s.lineage``: O(depth of branching), no path query.
     """
 
     scene_id: str
@@ -241,15 +340,23 @@ class Placement:
     branch: str
     pos: int
     parent_id: Optional[str] = None
-    lineage: tuple[tuple[str, int], ...] = ()
+    lineage: Lineage = EMPTY_LINEAGE
+
+    def __post_init__(self):
+        if not isinstance(self.lineage, Lineage):
+            object.__setattr__(self, "lineage", Lineage.of(self.lineage))
 
     def has_ancestor(self, branch: str, pos: int) -> bool:
         if branch == self.branch:
             return pos < self.pos
-        for b, upto in self.lineage:
-            if b == branch:
-                return pos <= upto
-        return False
+        upto = self.lineage.upto_on(branch)
+        return upto is not None and pos <= upto
+
+    def same_place(self, other: "Placement") -> bool:
+        """Whether ``other`` names the same place (clock, branch, position, parent); the lineage follows from
+        these and is not compared (that would cost the depth of branching)."""
+        return (self.scene_id, self.clock, self.branch, self.pos, self.parent_id) == \
+            (other.scene_id, other.clock, other.branch, other.pos, other.parent_id)
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,22 @@
-"""Crash points for crash tests: ``STORYGRAPH_CRASH_AT=<name>`` kills the process with SIGKILL at that point.
+"""Fault points for crash and disk-full tests; unset (always, outside tests) each costs one environment lookup.
 
-The engine and the store call ``crash_point`` at the boundaries whose recovery the tests prove: before
-generating, after generating and before the commit, inside the commit transaction, after the commit and
-before the vector index is saved. ``STORYGRAPH_CRASH_SKIP=n`` lets the first ``n`` passes through the point
-go by, so a run can be killed in the middle of a story. Unset (always, outside tests) it costs one
-environment lookup.
+Crash points: ``STORYGRAPH_CRASH_AT=<name>`` kills the process with SIGKILL at that point. The engine and the
+store call ``crash_point`` at the boundaries whose recovery the tests prove: before generating, after
+generating and before the commit, inside the commit transaction, after the commit and before the vector index
+is saved. ``STORYGRAPH_CRASH_SKIP=n`` lets the first ``n`` passes through the point go by, so a run can be
+killed in the middle of a story.
+
+Write points: every place storygraph writes a file calls ``write_point`` first (``media``: videos and
+frames; ``index``: the vector index files; ``graph``: a graph commit). ``STORYGRAPH_FULL_AFTER=n`` makes the
+disk full after ``n`` writes: from then on every write raises ``OSError(ENOSPC)`` as a full file system does,
+until the process ends. ``STORYGRAPH_FULL_AT=media,index`` limits it to those points;
+``STORYGRAPH_FULL_ERRNO=EACCES`` (or ``EROFS``) fails them as an unwritable folder instead.
+``STORYGRAPH_WRITES_LOG=file`` appends each write (point and path) to ``file``, to choose where to fail.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 
 POINTS = ("before_generate", "after_generate", "during_commit", "after_commit", "after_index")
@@ -24,3 +32,25 @@ def crash_point(name: str) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+WRITE_POINTS = ("media", "index", "graph")
+_writes = [0]
+
+
+def write_point(name: str, path: object = None) -> None:
+    """Raise the ``OSError`` a full (or unwritable) disk would, when the environment says so (see above)."""
+    log = os.environ.get("STORYGRAPH_WRITES_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"{name} {path if path is not None else ''}\n")
+    after = os.environ.get("STORYGRAPH_FULL_AFTER")
+    if after is None:
+        return
+    only = os.environ.get("STORYGRAPH_FULL_AT")
+    if only and name not in only.split(","):
+        return
+    _writes[0] += 1
+    if _writes[0] > int(after):
+        code = getattr(errno, os.environ.get("STORYGRAPH_FULL_ERRNO", "ENOSPC"))
+        raise OSError(code, os.strerror(code), str(path) if path is not None else name)

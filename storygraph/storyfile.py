@@ -1,50 +1,65 @@
 """Story files: YAML in, :class:`storygraph.domain.Story` out.
 
 Every problem is a :class:`StoryFileError` naming the file, the line, the field (a dotted path such as
-``scenes[3].characters[1]``, indices from 0) and what was expected. Only safe YAML is read (no Python
-tags), nesting and alias expansion are bounded, and nothing is ever written anywhere. The format is
-described in docs/story-format.md.
+``scenes[3].characters[1]``, indices from 0) and what was expected. The rules themselves live in
+:mod:`storygraph.rules`, shared with the Python and HTTP APIs; this module reads YAML into their input and
+says where a problem is. Nothing is ever written anywhere. The format is described in docs/story-format.md.
+
+The YAML is read from the parser's events by a small composer of our own rather than PyYAML's, so that it
+behaves the same on every PyYAML version allowed (6.0.1 to 6.0.4 are tested):
+
+- no tags but ``!!str`` (and ``!``): anything else (``!!python/...``, ``!!int "abc"``, ``!!timestamp``) is
+  refused with its line, and only plain strings, numbers, booleans and nulls are ever built;
+- a date (``2024-02-30``) is refused as a date rather than built (no field takes one; quote it);
+- nesting is bounded (32 levels) before anything recurses, and an alias can only name a node already
+  complete, so no document is recursive;
+- merge keys (``<<: *base``) are resolved here with each mapping's keys once (first source wins, explicit
+  keys win over merged ones), and every merged pair and every value visited through an alias counts
+  against one budget proportional to the file's size, so a small file cannot make a large amount of work;
+- control characters (a NUL byte, ...) are refused with their line before parsing; numbers longer than 64
+  characters are refused before conversion.
 """
 
 from __future__ import annotations
 
-import difflib
-import math
+import gc
 import os
 import re
-from dataclasses import dataclass, field as dc_field
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Optional, Union
+from typing import Any, Iterable, NoReturn, Optional, Union
 
 import yaml
 from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .domain import (
-    MEMORY_MODES, TRANSITION_KINDS, Character, Environment, GenerationDefaults, Reference, SceneSpec, Setting, Story, Transition,
-    generation_settings,
-)
+from .domain import Character, Environment, GenerationDefaults, Reference, SceneSpec, Story, Transition
 from .errors import InvalidInput
-from .timeline import TimelineError, find_cycle, place_scenes
+from .rules import (
+    ID_PATTERN, REFERENCE_KINDS, STORY_FILE, Context, Invalid, RuleError, Tree, check_story, describe, field_path,
+    read,
+)
 
-__all__ = ["StoryFileError", "load_story", "ID_PATTERN", "MAX_FILE_BYTES", "REFERENCE_KINDS"]
+__all__ = ["StoryFileError", "load_story", "ID_PATTERN", "MAX_FILE_BYTES", "REFERENCE_KINDS", "story_from_fields"]
 
 #: Larger story files are refused before parsing.
 MAX_FILE_BYTES = 16 * 1024 * 1024
-#: Ids become folder names and graph keys.
-ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-REFERENCE_KINDS: tuple[str, ...] = ("character", "costume", "place", "frame")
 
-# A story file nests five levels deep; anything far deeper is hostile or broken (and libyaml's
-# composer recurses in C, so a very deep document must be refused before composing it).
+# A story file nests five levels deep; anything far deeper is hostile or broken.
 _MAX_DEPTH = 32
-# Values visited while reading, aliases expanded: bounds the work of alias bombs.
-_MAX_VALUES = 2_000_000
+# Values visited while reading (aliases expanded) and merged pairs, at most: this many, plus four per character
+# of the file. A story file without aliases uses about one per four characters.
+_BASE_BUDGET = 100_000
+_BUDGET_PER_CHAR = 4
+# Longer numbers are refused before conversion (Python's int() of thousands of digits is slow, then refused).
+_MAX_NUMBER_CHARS = 64
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_STR_TAG = "tag:yaml.org,2002:str"
-_SAFE_TAGS = frozenset(t for t in SafeConstructor.yaml_constructors if t is not None)
-_NULL_TAG = "tag:yaml.org,2002:null"
+_P = "tag:yaml.org,2002:"
+_STR, _NULL, _BOOL, _INT, _FLOAT, _TIMESTAMP, _MERGE = (
+    _P + t for t in ("str", "null", "bool", "int", "float", "timestamp", "merge"))
+_ALLOWED_EXPLICIT = (None, "!", _STR)
+# YAML forbids these characters in a stream (the same class as PyYAML's reader; tab, LF, CR and NEL are fine).
+_NON_PRINTABLE = re.compile("[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
 
 
 class StoryFileError(InvalidInput):
@@ -74,304 +89,335 @@ class StoryFileError(InvalidInput):
 
 
 # ----------------------------------------------------------------------------------------------
-# Reading the node tree
+# Composing: parser events -> a tree of small nodes
 
 
-def _line(node: Optional[Node]) -> Optional[int]:
-    return None if node is None else node.start_mark.line + 1
+class _Node:
+    """A YAML node: ``shape`` "scalar" (``value`` its text, ``tag`` resolved), "seq" (``value`` a list of
+    nodes) or "map" (``value`` its own pairs, merge keys left out; ``merged`` the pairs its merge keys bring
+    that its own keys do not override; ``merge_error`` a problem with a merge key, reported when read)."""
+
+    __slots__ = ("shape", "tag", "value", "line", "column", "merged", "merge_error", "bad_tag")
+
+    def __init__(self, shape: str, tag: Optional[str], value: Any, mark, bad_tag: Optional[str] = None):
+        self.shape = shape
+        self.tag = tag
+        self.value = value
+        self.line = mark.line + 1
+        self.column = mark.column + 1
+        self.merged: list = ()
+        self.merge_error: Optional[tuple["_Node", str]] = None
+        self.bad_tag = bad_tag
+
+    def pairs(self) -> list:
+        return self.value + list(self.merged) if self.merged else self.value
 
 
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"a boolean ({'true' if value else 'false'})"
-    if isinstance(value, int):
-        return f"an integer ({value})"
-    if isinstance(value, float):
-        return f"a number ({value})"
-    if isinstance(value, str):
-        return f"a string ({_short(value)!r})"
-    if isinstance(value, (list, tuple, SequenceNode)):
-        return "a list"
-    if isinstance(value, (dict, MappingNode)):
-        return "a mapping"
-    return f"a {type(value).__name__} ({_short(str(value))})"
+class _Budget:
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.left = limit
+
+    def spend(self, n: int = 1) -> bool:
+        self.left -= n
+        return self.left >= 0
+
+    def message(self) -> str:
+        return f"the file expands to more than {self.limit} values (aliases or merge keys)"
 
 
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+_RESOLVER = yaml.resolver.Resolver()
 
 
-def _one_of(options: list[str], limit: int = 12) -> str:
-    if not options:
-        return "one of: (none defined)"
-    shown = ", ".join(options[:limit])
-    more = f", … ({len(options) - limit} more)" if len(options) > limit else ""
-    return f"one of: {shown}{more}"
+def _short_tag(tag: str) -> str:
+    return "!!" + tag[len(_P):] if tag.startswith(_P) else tag
 
 
-def _did_you_mean(word: str, options: list[str]) -> str:
-    if len(options) > 20_000:  # difflib is linear in the options with a large constant
-        return ""
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+class _Composer:
+    def __init__(self, shown: str, text: str, budget: _Budget):
+        self.shown = shown
+        self.text = text
+        self.budget = budget
+        self.anchors: dict[str, _Node] = {}
 
+    def fail(self, mark, message: str, expected: str) -> NoReturn:
+        raise StoryFileError(self.shown, mark.line + 1, field_path(_path_at(self.text, mark.index)), message,
+                             expected, mark.column + 1)
 
-def _join(parent: str, key: str) -> str:
-    return f"{parent}.{key}" if parent else key
-
-
-@dataclass
-class _Rec:
-    """A mapping read against a spec: parsed values, plus the node of each key and value for errors."""
-
-    node: MappingNode
-    field: str
-    values: dict[str, Any] = dc_field(default_factory=dict)
-    nodes: dict[str, Node] = dc_field(default_factory=dict)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    def line(self, key: Optional[str] = None) -> Optional[int]:
-        return _line(self.nodes.get(key, self.node) if key else self.node)
-
-    def sub(self, key: str) -> str:
-        return _join(self.field, key)
-
-
-Parser = Callable[["_Reader", Node, str], Any]
-
-
-@dataclass(frozen=True)
-class _F:
-    """One key of a mapping: how to read its value, and whether it must be present."""
-
-    parse: Parser
-    required: bool = False
-
-
-class _Reader:
-    def __init__(self, path: str, base_dir: Path):
-        self.path = path
-        self.base_dir = base_dir
-        self.budget = _MAX_VALUES
-        self.constructor = SafeConstructor()
-
-    def fail(self, node_or_line: Union[Node, int, None], field: str, message: str,
-             expected: Optional[str] = None) -> NoReturn:
-        line = node_or_line if isinstance(node_or_line, int) or node_or_line is None else _line(node_or_line)
-        column = node_or_line.start_mark.column + 1 if isinstance(node_or_line, Node) else None
-        raise StoryFileError(self.path, line, field, message, expected, column)
-
-    def count(self, node: Node, field: str) -> None:
-        self.budget -= 1
-        if self.budget < 0:
-            self.fail(node, field, f"the file expands to more than {_MAX_VALUES} values (aliases?)",
-                      "a story file of sane size")
-        if node.tag not in _SAFE_TAGS:
-            self.fail(node, field, f"unsupported YAML tag {node.tag!r}", "plain YAML values (no tags)")
-
-    def scalar(self, node: Node, field: str, expected: str) -> Any:
-        self.count(node, field)
-        if not isinstance(node, ScalarNode):
-            self.fail(node, field, f"got {_describe(node)}", expected)
+    def compose(self) -> Optional[_Node]:
+        root: Optional[_Node] = None
+        stack: list[list] = []  # open collections: [node, anchor, pending key node]
+        documents = 0
+        no_key = _NO_KEY
+        resolve, anchors, Node = _RESOLVER.resolve, self.anchors, _Node
+        Scalar, MapStart, SeqStart, MapEnd, SeqEnd, Alias, DocStart = (
+            yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent, yaml.MappingEndEvent,
+            yaml.SequenceEndEvent, yaml.AliasEvent, yaml.DocumentStartEvent)
         try:
-            return self.constructor.construct_object(node, deep=True)
+            for event in yaml.parse(self.text, Loader=_Loader):
+                kind = type(event)
+                if kind is Scalar:
+                    tag = event.tag
+                    if tag is None or tag == "!":
+                        implicit = event.implicit
+                        tag = resolve(yaml.ScalarNode, event.value, implicit) if implicit[0] else _STR
+                        node = Node("scalar", tag, event.value, event.start_mark)
+                    else:
+                        node = Node("scalar", tag, event.value, event.start_mark,
+                                    None if tag in _ALLOWED_EXPLICIT else tag)
+                    if event.anchor is not None:
+                        anchors[event.anchor] = node
+                elif kind is MapStart or kind is SeqStart:
+                    if len(stack) >= _MAX_DEPTH:
+                        self.fail(event.start_mark, f"nesting deeper than {_MAX_DEPTH} levels",
+                                  "a story file (five levels deep at most)")
+                    bad = None if event.tag in (None, "!") else event.tag
+                    shape = "map" if kind is MapStart else "seq"
+                    stack.append([Node(shape, None, [], event.start_mark, bad), event.anchor, no_key])
+                    continue
+                elif kind is MapEnd or kind is SeqEnd:
+                    node, anchor, _ = stack.pop()
+                    if node.shape == "map":
+                        self._merge(node, event.start_mark)
+                    if anchor is not None:
+                        anchors[anchor] = node
+                elif kind is Alias:
+                    node = anchors.get(event.anchor)
+                    if node is None:
+                        self.fail(event.start_mark, f"invalid YAML: found undefined alias {event.anchor!r}",
+                                  "an alias (*name) after its anchor (&name) is complete")
+                    if not self.budget.spend():
+                        self.fail(event.start_mark, self.budget.message(), "a story file of sane size")
+                elif kind is DocStart:
+                    documents += 1
+                    if documents > 1:
+                        self.fail(event.start_mark, "invalid YAML: expected a single document in the stream: "
+                                  "but found another document", "well-formed YAML")
+                    continue
+                else:
+                    continue
+                if not stack:
+                    root = node
+                    continue
+                top = stack[-1]
+                parent = top[0]
+                if parent.shape == "seq":
+                    parent.value.append(node)
+                elif top[2] is no_key:
+                    top[2] = node
+                else:
+                    parent.value.append((top[2], node))
+                    top[2] = no_key
         except yaml.YAMLError as e:
-            problem = getattr(e, "problem", None) or str(e)
-            self.fail(node, field, f"cannot read this value: {problem}", expected)
+            raise _yaml_error(self.shown, e, self.text) from None
+        return root
 
-    def mapping(self, node: Node, field: str, spec: dict[str, _F], what: str) -> _Rec:
-        self.count(node, field)
-        if not isinstance(node, MappingNode):
-            got = _describe(self.scalar(node, field, what)) if isinstance(node, ScalarNode) else _describe(node)
-            self.fail(node, field, f"got {got}", what)
-        seen: dict[str, Node] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self._key(key_node, field)
-            if key in seen:
-                self.fail(key_node, _join(field, key),
-                          f"duplicate key {key!r} (first at line {_line(seen[key])})", "each key once")
-            seen[key] = key_node
-        try:
-            self.constructor.flatten_mapping(node)  # resolves `<<: *anchor` merge keys
-        except yaml.MarkedYAMLError as e:
-            line = e.problem_mark.line + 1 if e.problem_mark else _line(node)
-            self.fail(line, _join(field, "<<"), f"bad merge key: {e.problem}", "`<<: *anchor` naming a mapping")
-        rec = _Rec(node, field)
-        pairs: dict[str, tuple[Node, Node]] = {}
-        for key_node, value_node in node.value:
-            key = self._key(key_node, field)
-            if key not in spec:
-                allowed = list(spec)
-                self.fail(key_node, _join(field, key), f"unknown key {key!r}{_did_you_mean(key, allowed)}",
-                          _one_of(allowed, limit=len(allowed)))
-            pairs[key] = (key_node, value_node)
-        for key, f in spec.items():
-            if key not in pairs:
-                if f.required:
-                    self.fail(node, _join(field, key), f"missing required field {key!r}",
-                              f"{key!r} in {what}")
-                continue
-            key_node, value_node = pairs[key]
-            if value_node.tag == _NULL_TAG and isinstance(value_node, ScalarNode) and not f.required:
-                continue  # `key: ~` on an optional field is the same as leaving it out
-            rec.nodes[key] = value_node
-            rec.values[key] = f.parse(self, value_node, _join(field, key))
-        return rec
+    def _merge(self, node: _Node, end_mark) -> None:
+        """Take a finished mapping's merge keys (``<<: *a`` or ``<<: [*a, *b]``) out of its pairs and work out
+        the pairs they bring: each key once, explicit keys first, then the sources in order."""
+        if not any(k.tag == _MERGE for k, _ in node.value):
+            return
+        own, sources = [], []
+        for key, value in node.value:
+            if key.shape == "scalar" and key.tag == _MERGE and key.bad_tag is None:
+                if value.shape == "map":
+                    sources.append(value)
+                elif value.shape == "seq" and all(v.shape == "map" for v in value.value):
+                    sources.extend(value.value)
+                elif node.merge_error is None:
+                    got = "a list holding something else" if value.shape == "seq" else "a single value"
+                    node.merge_error = (value, f"bad merge key: got {got}")
+            else:
+                own.append((key, value))
+        if not sources and node.merge_error is None:
+            return
+        node.value = own
+        seen = {k.value for k, _ in own if k.shape == "scalar"}
+        merged = []
+        for src in sources:
+            pairs = src.pairs()
+            if not self.budget.spend(len(pairs) + 1):
+                self.fail(end_mark, self.budget.message(), "a story file of sane size")
+            for k, v in pairs:
+                key = k.value if k.shape == "scalar" else id(k)
+                if key not in seen:
+                    seen.add(key)
+                    merged.append((k, v))
+        node.merged = merged
 
-    def _key(self, key_node: Node, field: str) -> str:
-        if not isinstance(key_node, ScalarNode) or key_node.tag != _STR_TAG:
-            shown = key_node.value if isinstance(key_node, ScalarNode) else "?"
-            got = _describe(self.scalar(key_node, field, "a key")) if isinstance(key_node, ScalarNode) \
-                else _describe(key_node)
-            self.fail(key_node, _join(field, shown), f"a key must be a word, got {got}", "a string key")
-        return key_node.value
 
-    def sequence(self, node: Node, field: str, item: Parser, what: str) -> list[Any]:
-        self.count(node, field)
-        if not isinstance(node, SequenceNode):
-            got = _describe(self.scalar(node, field, what)) if isinstance(node, ScalarNode) else _describe(node)
-            self.fail(node, field, f"got {got}", what)
-        return [item(self, child, f"{field}[{i}]") for i, child in enumerate(node.value)]
+_NO_KEY = object()
+
+
+def _path_at(text: str, pos: int) -> tuple:
+    """The field path of the value at character ``pos`` of ``text`` (or of the innermost value open there): the
+    events are read again up to that place. Used only to locate a problem, so it may cost a second parse."""
+    stack: list[list] = []  # [shape, key or index, expecting a key]
+
+    def path() -> tuple:
+        out = []
+        for shape, at, want_key in stack:
+            if shape == "map" and (want_key or at is None):
+                break
+            out.append(at)
+        return tuple(out)
+
+    def advance() -> None:  # a value (or key) of the innermost collection is complete
+        if stack:
+            top = stack[-1]
+            if top[0] == "seq":
+                top[1] += 1
+            else:
+                top[2] = not top[2]
+
+    try:
+        for ev in yaml.parse(text, Loader=_Loader):
+            if ev.start_mark.index > pos:
+                break
+            kind = type(ev)
+            if kind is yaml.ScalarEvent:
+                if stack and stack[-1][0] == "map" and stack[-1][2]:
+                    if pos < ev.end_mark.index:
+                        return path() + (ev.value[:60],)
+                    stack[-1][1] = ev.value
+                    stack[-1][2] = False
+                    continue
+                if pos < ev.end_mark.index:
+                    return path()
+                advance()
+            elif kind is yaml.AliasEvent:
+                advance()
+            elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+                if stack and stack[-1][0] == "map" and stack[-1][2]:
+                    stack[-1][1], stack[-1][2] = "?", False  # a collection as a key
+                stack.append(["map", None, True] if kind is yaml.MappingStartEvent else ["seq", 0, False])
+            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                stack.pop()
+                advance()
+    except yaml.YAMLError:
+        pass
+    return path()
+
+
+def _yaml_error(shown: str, e: yaml.YAMLError, text: str) -> StoryFileError:
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context and context_mark is not None and mark is not None and context_mark.line != mark.line:
+        context = f"{context} at line {context_mark.line + 1}"
+    parts = [p for p in (context, getattr(e, "problem", None)) if p]
+    detail = ": ".join(parts) if parts else str(e).splitlines()[0]
+    field = field_path(_path_at(text, mark.index)) if mark is not None else ""
+    return StoryFileError(shown, mark.line + 1 if mark else None, field, f"invalid YAML: {detail}",
+                          "well-formed YAML", mark.column + 1 if mark else None)
 
 
 # ----------------------------------------------------------------------------------------------
-# Value parsers
+# Reading the node tree against the rules
+
+_CONSTRUCTOR = SafeConstructor()
 
 
-def _string(nonempty: bool = False) -> Parser:
-    expected = "a non-empty string" if nonempty else "a string"
-
-    def parse(r: _Reader, node: Node, field: str) -> str:
-        v = r.scalar(node, field, expected)
-        if not isinstance(v, str):
-            hint = "; put it in quotes" if isinstance(v, (bool, int, float)) or v is None else ""
-            r.fail(node, field, f"got {_describe(v)}{hint}", expected)
-        if nonempty and not v.strip():
-            r.fail(node, field, "must not be empty", expected)
-        return v
-    return parse
-
-
-def _ident(r: _Reader, node: Node, field: str) -> str:
-    expected = "an id: a letter or digit, then up to 127 letters, digits, '_', '.' or '-'"
-    v = r.scalar(node, field, expected)
-    if not isinstance(v, str):
-        r.fail(node, field, f"got {_describe(v)}; ids are strings, put it in quotes", expected)
-    if not v:
-        r.fail(node, field, "empty id", expected)
-    if not ID_PATTERN.fullmatch(v):
-        r.fail(node, field, f"invalid id {_short(v)!r}", expected)
-    return v
+def _scalar(node: _Node) -> Any:
+    """A plain scalar's value: str, None, bool, int or float (nothing else is ever built)."""
+    tag, text = node.tag, node.value
+    if tag == _STR:
+        return text
+    if tag == _NULL:
+        return None
+    if tag == _BOOL:
+        return SafeConstructor.bool_values[text.lower()]
+    if tag in (_INT, _FLOAT):
+        if len(text) > _MAX_NUMBER_CHARS:
+            raise Invalid(f"a number written with {len(text)} characters, more than {_MAX_NUMBER_CHARS}")
+        make = SafeConstructor.construct_yaml_int if tag == _INT else SafeConstructor.construct_yaml_float
+        try:
+            return make(_CONSTRUCTOR, yaml.ScalarNode(tag, text))
+        except (ValueError, ArithmeticError, IndexError, KeyError, TypeError):
+            raise Invalid(f"cannot read {text!r} as a number") from None
+    if tag == _TIMESTAMP:
+        raise Invalid(f"got a date ({text[:40]}); put it in quotes")
+    return text  # `<<` or `=` where a value goes: the text as written
 
 
-def _integer(lo: int, hi: int, expected: str, check: Optional[Callable[[int], bool]] = None) -> Parser:
-    def parse(r: _Reader, node: Node, field: str) -> int:
-        v = r.scalar(node, field, expected)
-        if isinstance(v, bool) or not isinstance(v, int):
-            r.fail(node, field, f"got {_describe(v)}", expected)
-        if not lo <= v <= hi or (check is not None and not check(v)):
-            r.fail(node, field, f"{v} is not allowed", expected)
-        return v
-    return parse
+class _YamlTree(Tree):
+    def __init__(self, shown: str, budget: _Budget):
+        self.shown = shown
+        self.budget = budget
+
+    def fail(self, node: Any, path, message: str, expected: Optional[str] = None) -> NoReturn:
+        line = node if isinstance(node, int) else node.line if isinstance(node, _Node) else None
+        column = node.column if isinstance(node, _Node) else None
+        raise StoryFileError(self.shown, line, field_path(path), message, expected, column)
+
+    def count(self, node: _Node, path) -> None:
+        if not self.budget.spend():
+            self.fail(node, path, self.budget.message(), "a story file of sane size")
+        if node.bad_tag is not None:
+            self.fail(node, path, f"unsupported YAML tag {_short_tag(node.bad_tag)!r}",
+                      "plain YAML values (no tags but !!str)")
+
+    def shape(self, node: _Node) -> str:
+        return node.shape
+
+    def scalar(self, node: _Node, path) -> Any:
+        return _scalar(node)
+
+    def describe(self, node: _Node, path) -> str:
+        if node.shape != "scalar":
+            return "a list" if node.shape == "seq" else "a mapping"
+        try:
+            return describe(_scalar(node))
+        except Invalid:
+            return "a date" if node.tag == _TIMESTAMP else "a number"
+
+    def items(self, node: _Node, path) -> Iterable[tuple[str, _Node, _Node]]:
+        if node.merge_error is not None:
+            where, message = node.merge_error
+            self.fail(where, path + ("<<",), message, "`<<: *anchor` naming a mapping")
+        seen: dict[str, _Node] = {}
+        for key_node, _ in node.value:
+            key = self._key(key_node, path)
+            if key in seen:
+                self.fail(key_node, path + (key,), f"duplicate key {key!r} (first at line {seen[key].line})",
+                          "each key once")
+            seen[key] = key_node
+        for key_node, value in node.value:
+            yield key_node.value, key_node, value
+        for key_node, value in node.merged:
+            yield self._key(key_node, path), key_node, value
+
+    def _key(self, key_node: _Node, path) -> str:
+        if key_node.bad_tag is not None:
+            self.count(key_node, path)
+        if key_node.shape != "scalar" or key_node.tag != _STR:
+            shown = key_node.value if key_node.shape == "scalar" else "?"
+            self.fail(key_node, path + (shown[:60],), f"a key must be a word, got {self.describe(key_node, path)}",
+                      "a string key")
+        return key_node.value
+
+    def elements(self, node: _Node) -> list:
+        return node.value
+
+    def length(self, node: _Node) -> int:
+        return len(node.value)
+
+    def is_null(self, node: _Node) -> bool:
+        return node.shape == "scalar" and node.tag == _NULL
 
 
-def _number(lo: float, hi: float, expected: str, lo_open: bool = False) -> Parser:
-    def parse(r: _Reader, node: Node, field: str) -> float:
-        v = r.scalar(node, field, expected)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            r.fail(node, field, f"got {_describe(v)}", expected)
-        v = float(v)
-        if not math.isfinite(v):
-            r.fail(node, field, f"{v} is not a finite number", expected)
-        if v < lo or v > hi or (lo_open and v == lo):
-            r.fail(node, field, f"{v:g} is out of range", expected)
-        return v
-    return parse
-
-
-def _file(r: _Reader, node: Node, field: str) -> str:
-    expected = "the path of an existing file, absolute or relative to the story file's folder"
-    v = _string(nonempty=True)(r, node, field)
-    full = Path(os.path.normpath(r.base_dir / v))
-    if not full.is_file():
-        r.fail(node, field, f"file not found: {full}" if not full.exists() else f"not a file: {full}", expected)
-    return str(full)
-
-
-def _setting(kind: type, s: Setting) -> Parser:
-    """The parser of a generation setting, from its declaration in :class:`storygraph.domain.GenerationDefaults`."""
-    if kind is str:
-        return _string()
-    if kind is int:
-        return _integer(int(s.lo), int(s.hi), s.expected, s.allows)
-    return _number(s.lo, s.hi, s.expected)
-
-
-_GAP = _number(0, math.inf, "a story-time gap >= 0")
-_TAU = _number(0, math.inf, "a time constant > 0", lo_open=True)
-_STRENGTH = _number(0, 1, "a strength from 0 to 1")
-_FRAME_INDEX = _integer(0, 1024, "a frame index from 0 to frames - 1")
-
-
-def _memory_mode(r: _Reader, node: Node, field: str) -> str:
-    expected = _one_of(list(MEMORY_MODES))
-    v = _string(nonempty=True)(r, node, field)
-    if v not in MEMORY_MODES:
-        r.fail(node, field, f"unknown memory mode {v!r}{_did_you_mean(v, list(MEMORY_MODES))}", expected)
-    return v
-
-
-def _id_list(r: _Reader, node: Node, field: str) -> list[tuple[str, Node]]:
-    return r.sequence(node, field, lambda rr, n, f: (_ident(rr, n, f), n), "a list of ids")
-
-
-def _sub(spec: dict[str, _F], what: str) -> Parser:
-    return lambda r, node, field: r.mapping(node, field, spec, what)
-
-
-def _list_of(spec: dict[str, _F], what: str) -> Parser:
-    item = _sub(spec, what)
-    return lambda r, node, field: r.sequence(node, field, item, f"a list of {what}s")
-
-
-_GENERATION = {name: _F(_setting(kind, s)) for name, kind, s in generation_settings()}
-_STORY = {"id": _F(_ident, True), "title": _F(_string())}
-_CHARACTER = {
-    "id": _F(_ident, True), "name": _F(_string(True), True), "description": _F(_string(True), True),
-    "reference": _F(_file), "decay_tau": _F(_TAU),
-}
-_ENVIRONMENT = {
-    "id": _F(_ident, True), "description": _F(_string(True), True), "name": _F(_string()),
-    "reference": _F(_file),
-}
-_REFERENCE = {
-    "path": _F(_file, True), "kind": _F(_string(True)), "character": _F(_ident),
-    "frame_index": _F(_FRAME_INDEX), "strength": _F(_STRENGTH),
-}
-_SCENE = {
-    "id": _F(_ident, True), "action": _F(_string(True), True), "characters": _F(_id_list),
-    "environment": _F(_ident), "title": _F(_string()), "lighting": _F(_string()), "weather": _F(_string()),
-    "camera": _F(_string()), **_GENERATION, "references": _F(_list_of(_REFERENCE, "reference mapping")),
-    "memory": _F(_memory_mode),
-}
-_TRANSITION = {
-    "from": _F(_ident, True), "to": _F(_ident, True), "kind": _F(_string(True), True), "gap": _F(_GAP),
-}
-_TOP = {
-    "story": _F(_sub(_STORY, "a mapping {id, title}"), True),
-    "defaults": _F(_sub(_GENERATION, "a mapping of generation defaults")),
-    "characters": _F(_list_of(_CHARACTER, "character mapping")),
-    "environments": _F(_list_of(_ENVIRONMENT, "environment mapping")),
-    "scenes": _F(_list_of(_SCENE, "scene mapping"), True),
-    "transitions": _F(_list_of(_TRANSITION, "transition mapping")),
-}
-_TOP_WHAT = "a mapping with keys " + ", ".join(_TOP)
+def _locate(root: _Node, path) -> _Node:
+    """The node at ``path`` (or the deepest one on the way when the path goes further than the file)."""
+    node = root
+    for part in path:
+        nxt = None
+        if isinstance(part, int) and node.shape == "seq" and part < len(node.value):
+            nxt = node.value[part]
+        elif isinstance(part, str) and node.shape == "map":
+            nxt = next((v for k, v in node.pairs() if k.shape == "scalar" and k.value == part), None)
+        if nxt is None:
+            return node
+        node = nxt
+    return node
 
 
 # ----------------------------------------------------------------------------------------------
@@ -379,8 +425,8 @@ _TOP_WHAT = "a mapping with keys " + ", ".join(_TOP)
 
 
 def _read_text(shown: str, path: Path, max_bytes: int) -> str:
-    def fail(message: str, expected: str, line: Optional[int] = None) -> NoReturn:
-        raise StoryFileError(shown, line, "", message, expected)
+    def fail(message: str, expected: str, line: Optional[int] = None, column: Optional[int] = None) -> NoReturn:
+        raise StoryFileError(shown, line, "", message, expected, column)
 
     expected = "a readable YAML story file"
     try:
@@ -404,203 +450,91 @@ def _read_text(shown: str, path: Path, max_bytes: int) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         fail(f"not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})", "UTF-8 text",
-             data[: e.start].count(b"\n") + 1)
-    return text[1:] if text.startswith("\ufeff") else text
+             data[: e.start].count(b"\n") + 1, e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1)
+    text = text[1:] if text.startswith("\ufeff") else text
+    bad = _NON_PRINTABLE.search(text)
+    if bad is not None:
+        before = text[: bad.start()]
+        where = field_path(_path_at(_NON_PRINTABLE.sub(" ", text), bad.start()))
+        raise StoryFileError(shown, before.count("\n") + 1, where,
+                             f"a control character U+{ord(bad.group()):04X} (YAML does not allow it)",
+                             "printable text (tabs and line breaks are fine)", bad.start() - (before.rfind("\n") + 1) + 1)
+    return text
 
 
-def _yaml_error(shown: str, e: yaml.YAMLError) -> StoryFileError:
-    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-    context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
-    if context and context_mark is not None and mark is not None and context_mark.line != mark.line:
-        context = f"{context} at line {context_mark.line + 1}"
-    parts = [p for p in (context, getattr(e, "problem", None)) if p]
-    detail = ": ".join(parts) if parts else str(e).splitlines()[0]
-    return StoryFileError(shown, mark.line + 1 if mark else None, "", f"invalid YAML: {detail}",
-                          "well-formed YAML", mark.column + 1 if mark else None)
-
-
-def _compose(shown: str, text: str) -> Optional[Node]:
-    try:
-        depth = 0
-        for event in yaml.parse(text, Loader=_Loader):
-            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-                depth += 1
-                if depth > _MAX_DEPTH:
-                    m = event.start_mark
-                    raise StoryFileError(shown, m.line + 1, "", f"nesting deeper than {_MAX_DEPTH} levels",
-                                         "a story file (five levels deep at most)", m.column + 1)
-            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                depth -= 1
-        return yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError as e:
-        raise _yaml_error(shown, e) from None
-
-
-def load_story(path: Union[str, os.PathLike], *, max_bytes: int = MAX_FILE_BYTES) -> Story:
+def load_story(path: Union[str, os.PathLike], *, max_bytes: int = MAX_FILE_BYTES,
+               reference_folders: Iterable[Union[str, os.PathLike]] = ()) -> Story:
     """Read and check a story file; raise :class:`StoryFileError` on the first problem found.
 
-    Reference paths come back absolute (resolved against the story file's folder).
+    Reference images must lie in the story file's folder tree or in one of ``reference_folders`` (the
+    ``[story] reference_folders`` of a story folder's ``storygraph.toml``); their paths come back absolute.
     """
-    shown = os.fspath(path)
+    with _no_collection():
+        return _load(os.fspath(path), max_bytes, reference_folders)
+
+
+@contextmanager
+def _no_collection():
+    """Reading builds millions of small objects and no reference cycles: the cyclic collector would walk all of
+    them again and again (a third of the time of a 50,000-scene file) for nothing."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load(shown: str, max_bytes: int, reference_folders) -> Story:
     p = Path(shown)
     text = _read_text(shown, p, max_bytes)
-    root = _compose(shown, text)
+    budget = _Budget(_BASE_BUDGET + _BUDGET_PER_CHAR * len(text))
+    root = _Composer(shown, text, budget).compose()
     if root is None:
-        raise StoryFileError(shown, 1, "", "the file holds no YAML document", _TOP_WHAT)
-    reader = _Reader(shown, Path(os.path.abspath(shown)).parent)
-    top = reader.mapping(root, "", _TOP, _TOP_WHAT)
-    return _build(reader, top, os.path.abspath(shown))
+        raise StoryFileError(shown, 1, "", "the file holds no YAML document", STORY_FILE.expected)
+    tree = _YamlTree(shown, budget)
+    data = read(tree, root, STORY_FILE, (), Context.for_file(shown, reference_folders))
+    story = story_from_fields(data, os.path.abspath(shown))
 
+    def where(at) -> str:
+        return f" at line {_locate(root, at).line}"
 
-class _Ids:
-    """Ids are unique across characters, environments and scenes, ignoring case (they name folders)."""
-
-    def __init__(self, reader: _Reader):
-        self.reader = reader
-        self.seen: dict[str, tuple[str, str, Optional[int]]] = {}
-
-    def add(self, ident: str, kind: str, rec: _Rec) -> None:
-        prior = self.seen.get(ident.lower())
-        if prior is not None:
-            pid, pkind, pline = prior
-            same = "" if pid == ident else f" ({pid!r} differs only in case)"
-            self.reader.fail(rec.nodes["id"], rec.sub("id"),
-                             f"duplicate id {ident!r}: already used by {pkind} {pid!r} at line {pline}{same}",
-                             "an id unique across characters, environments and scenes")
-        self.seen[ident.lower()] = (ident, kind, rec.line("id"))
-
-
-def _build(r: _Reader, top: _Rec, source_path: str) -> Story:
-    story = top.get("story")
-    defaults = GenerationDefaults(**top.get("defaults", _Rec(top.node, "")).values)
-    ids = _Ids(r)
-
-    characters: list[Character] = []
-    for rec in top.get("characters", []):
-        ids.add(rec.get("id"), "character", rec)
-        characters.append(Character(
-            id=rec.get("id"), name=rec.get("name"), description=rec.get("description"),
-            reference_path=rec.get("reference"), decay_tau=rec.get("decay_tau"),
-        ))
-    environments: list[Environment] = []
-    for rec in top.get("environments", []):
-        ids.add(rec.get("id"), "environment", rec)
-        environments.append(Environment(
-            id=rec.get("id"), description=rec.get("description"), name=rec.get("name", ""),
-            reference_path=rec.get("reference"),
-        ))
-    char_ids = [c.id for c in characters]
-    env_ids = [e.id for e in environments]
-
-    scene_recs: list[_Rec] = top.get("scenes")
-    if not scene_recs:
-        r.fail(top.nodes["scenes"], "scenes", "no scenes", "a list of at least one scene")
-    scenes: list[SceneSpec] = []
-    for rec in scene_recs:
-        ids.add(rec.get("id"), "scene", rec)
-        scenes.append(_scene(r, rec, char_ids, env_ids, defaults))
-    scene_ids = [s.id for s in scenes]
-
-    transitions = _transitions(r, top, scene_ids)
-    into = {t.to_id: t.kind for t in transitions}
-    for rec, spec in zip(scene_recs, scenes):
-        if spec.memory == "extend" and into.get(spec.id) != "continuous":
-            came = f"a {into[spec.id]} transition" if spec.id in into else "no transition (it opens a timeline)"
-            r.fail(rec.nodes["memory"], rec.sub("memory"),
-                   f"memory mode extend continues the parent's last frames, but this scene follows {came}",
-                   "extend only on a scene entered by a continuous transition; else one of: context, reference, "
-                   "keyframe")
-    return Story(
-        id=story.get("id"), title=story.get("title", story.get("id")),
-        characters=tuple(characters), environments=tuple(environments), scenes=tuple(scenes),
-        transitions=tuple(transitions), defaults=defaults, source_path=source_path,
-    )
-
-
-def _check_known(r: _Reader, ident: str, node: Node, field: str, what: str, known: list[str],
-                 known_set: Optional[set] = None) -> None:
-    if ident not in (known_set if known_set is not None else known):
-        r.fail(node, field, f"unknown {what} {ident!r}{_did_you_mean(ident, known)}", _one_of(known))
-
-
-def _scene(r: _Reader, rec: _Rec, char_ids: list[str], env_ids: list[str],
-           defaults: GenerationDefaults) -> SceneSpec:
-    cast: list[str] = []
-    for i, (cid, node) in enumerate(rec.get("characters", [])):
-        field = f"{rec.sub('characters')}[{i}]"
-        _check_known(r, cid, node, field, "character", char_ids)
-        if cid in cast:
-            r.fail(node, field, f"character {cid!r} is listed twice", "each character once per scene")
-        cast.append(cid)
-    env = rec.get("environment")
-    if env is not None:
-        _check_known(r, env, rec.nodes["environment"], rec.sub("environment"), "environment", env_ids)
-
-    frames = rec.get("frames", defaults.frames)
-    references: list[Reference] = []
-    for ref in rec.get("references", []):
-        kind = ref.get("kind", "character")
-        if kind not in REFERENCE_KINDS:
-            r.fail(ref.nodes["kind"], ref.sub("kind"),
-                   f"unknown reference kind {kind!r}{_did_you_mean(kind, list(REFERENCE_KINDS))}",
-                   _one_of(list(REFERENCE_KINDS)))
-        who = ref.get("character")
-        if kind in ("character", "costume"):
-            if who is None:
-                r.fail(ref.node, ref.sub("character"), f"a {kind} reference needs the character it shows",
-                       "one of the scene's characters: " + (", ".join(cast) or "(none)"))
-            if who not in cast:
-                r.fail(ref.nodes["character"], ref.sub("character"),
-                       f"character {who!r} is not in this scene", _one_of(cast))
-        elif who is not None:
-            r.fail(ref.nodes["character"], ref.sub("character"),
-                   f"a {kind} reference names no character", "no 'character' key for kinds place and frame")
-        index = ref.get("frame_index", 0)
-        if index >= frames:
-            r.fail(ref.nodes["frame_index"], ref.sub("frame_index"),
-                   f"frame {index} is past the scene's {frames} frames", f"a frame index from 0 to {frames - 1}")
-        references.append(Reference(path=ref.get("path"), kind=kind, character=who, frame_index=index,
-                                    strength=ref.get("strength", 1.0)))
-
-    gen = {k: rec.get(k) for k in _GENERATION}
-    return SceneSpec(
-        id=rec.get("id"), action=rec.get("action"), characters=tuple(cast), environment=env,
-        title=rec.get("title", ""), lighting=rec.get("lighting", ""), weather=rec.get("weather", ""),
-        camera=rec.get("camera", ""), references=tuple(references), memory=rec.get("memory"), **gen,
-    )
-
-
-def _transitions(r: _Reader, top: _Rec, scene_ids: list[str]) -> list[Transition]:
-    recs: list[_Rec] = top.get("transitions", [])
-    known = set(scene_ids)
-    out: list[Transition] = []
-    incoming: dict[str, _Rec] = {}
-    for rec in recs:
-        src, dst, kind = rec.get("from"), rec.get("to"), rec.get("kind")
-        _check_known(r, src, rec.nodes["from"], rec.sub("from"), "scene", scene_ids, known)
-        _check_known(r, dst, rec.nodes["to"], rec.sub("to"), "scene", scene_ids, known)
-        if kind not in TRANSITION_KINDS:
-            r.fail(rec.nodes["kind"], rec.sub("kind"),
-                   f"unknown transition kind {kind!r}{_did_you_mean(kind, list(TRANSITION_KINDS))}",
-                   _one_of(list(TRANSITION_KINDS)))
-        if src == dst:
-            r.fail(rec.node, rec.field, f"a transition from scene {src!r} to itself", "a transition to another scene")
-        if dst in incoming:
-            first = incoming[dst]
-            r.fail(rec.node, rec.field,
-                   f"scene {dst!r} already has an incoming transition (from {first.get('from')!r} at line "
-                   f"{first.line()})", "at most one transition into each scene: timelines branch but never merge")
-        incoming[dst] = rec
-        out.append(Transition(from_id=src, to_id=dst, kind=kind, gap=rec.get("gap")))
-
-    cycle = find_cycle(scene_ids, out)
-    if cycle:
-        edges = set(zip(cycle, cycle[1:]))
-        last = max(i for i, t in enumerate(out) if (t.from_id, t.to_id) in edges)
-        r.fail(recs[last].node, recs[last].field, "transitions form a cycle: " + " -> ".join(cycle),
-               "transitions that move forward in story time (timelines branch but never loop)")
     try:
-        place_scenes(scene_ids, out)
-    except TimelineError as e:  # every case is caught above; kept so no timeline problem slips through
-        r.fail(top.nodes.get("transitions", top.node), "transitions", str(e), "a forest of timelines")
-    return out
+        check_story(story, where, records=False)
+    except RuleError as e:
+        node = _locate(root, e.path)
+        raise StoryFileError(shown, node.line, e.field, e.message, e.expected, node.column) from None
+    return story
+
+
+def story_from_fields(data: dict, source_path: Optional[str] = None) -> Story:
+    """A :class:`Story` from a story file's fields as :func:`storygraph.rules.read` returns them."""
+    story = data["story"]
+    defaults = GenerationDefaults(**{k: v for k, v in (data.get("defaults") or {}).items() if v is not None})
+
+    def opt(d: dict, key: str, default: Any) -> Any:
+        v = d.get(key)
+        return default if v is None else v
+
+    characters = tuple(Character(id=c["id"], name=c["name"], description=c["description"],
+                                 reference_path=c.get("reference"), decay_tau=c.get("decay_tau"))
+                       for c in data.get("characters") or ())
+    environments = tuple(Environment(id=e["id"], description=e["description"], name=opt(e, "name", ""),
+                                     reference_path=e.get("reference"))
+                         for e in data.get("environments") or ())
+    scenes = []
+    for s in data["scenes"]:
+        references = tuple(Reference(path=r["path"], kind=opt(r, "kind", "character"), character=r.get("character"),
+                                     frame_index=opt(r, "frame_index", 0), strength=opt(r, "strength", 1.0))
+                           for r in s.get("references") or ())
+        scenes.append(SceneSpec(
+            id=s["id"], action=s["action"], characters=tuple(s.get("characters") or ()),
+            environment=s.get("environment"), title=opt(s, "title", ""), lighting=opt(s, "lighting", ""),
+            weather=opt(s, "weather", ""), camera=opt(s, "camera", ""), references=references, memory=s.get("memory"),
+            **{k: s.get(k) for k in GenerationDefaults.__dataclass_fields__}))
+    transitions = tuple(Transition(from_id=t["from"], to_id=t["to"], kind=t["kind"], gap=t.get("gap"))
+                        for t in data.get("transitions") or ())
+    return Story(id=story["id"], title=opt(story, "title", story["id"]), characters=characters,
+                 environments=environments, scenes=tuple(scenes), transitions=transitions, defaults=defaults,
+                 source_path=source_path)

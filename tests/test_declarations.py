@@ -32,6 +32,15 @@ def test_scenes_upsert_sets_every_generation_setting(dialect):
     assert not missing, f"scenes_upsert ({dialect}) does not set {missing}"
 
 
+@pytest.mark.parametrize("dialect", queries.DIALECTS)
+def test_scenes_create_sets_what_the_upsert_sets(dialect):
+    """A new scene is created whole (scenes_create), an existing one updated (scenes_upsert): the same properties."""
+    upsert, create = queries.load("scenes_upsert", dialect), queries.load("scenes_create", dialect)
+    updated = set(re.findall(r"s\.(\w+) = (?:CAST\()?r\.\1\b", upsert))
+    created = set(re.findall(r"\b(\w+): (?:CAST\()?r\.\1\b", create))
+    assert updated and created == updated | {"id"}, (sorted(created ^ (updated | {"id"})))
+
+
 def test_ladybug_schema_has_every_setting_and_score():
     scene, take = _table_columns("Scene"), _table_columns("Take")
     for name, kind in SETTINGS:

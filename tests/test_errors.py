@@ -28,6 +28,8 @@ KINDS = {
     "storygraph.engine.engine:NotReady": Conflict,
     "storygraph.engine.engine:GenerationBusy": Conflict,
     "storygraph.engine.engine:InvalidRequest": InvalidInput,
+    "storygraph.engine.engine:IndexNotSaved": Unavailable,
+    "storygraph.rules:RuleError": InvalidInput,
     "storygraph.engine.encoders:ModelNotFound": Unavailable,
     "storygraph.engine.generators:GenerationFailed": StorygraphError,
     "storygraph.webviz.worker:JobConflict": Conflict,

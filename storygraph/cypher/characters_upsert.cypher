@@ -1,3 +1,3 @@
 UNWIND $rows AS r
-MERGE (c:Character {story_id: $story, id: r.id})
+MATCH (c:Character {story_id: $story, id: r.id})
 SET c.name = r.name, c.description = r.description, c.reference_path = r.reference_path, c.decay_tau = r.decay_tau

@@ -1,3 +1,3 @@
 UNWIND $rows AS r
-MERGE (e:Environment {story_id: $story, id: r.id})
+MATCH (e:Environment {story_id: $story, id: r.id})
 SET e.name = r.name, e.description = r.description, e.reference_path = r.reference_path

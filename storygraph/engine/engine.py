@@ -21,11 +21,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from ..config import Config
-from ..domain import MEMORY_MODES, Character, Environment, SceneSpec, Story, Transition
+from ..domain import Character, Environment, SceneSpec, Story, Transition
 from ..faults import crash_point
 from ..graphdb import SceneCommit, SceneContext, SceneRecord, StoryStore, TakeRecord, TransitionRecord, open_store
 from ..timeline import child_placement, place_scenes, transition_decay
-from .errors import EngineError, GenerationBusy, InvalidRequest, NotReady, SceneExists, SceneInUse, SceneNotFound
+from .checks import EditChecks
+from .errors import (
+    EngineError, GenerationBusy, IndexNotSaved, InvalidRequest, NotReady, SceneExists, SceneInUse, SceneNotFound,
+)
 from .indexes import IndexKeeper
 from .locks import GenerationLock
 from .models import ModelRegistry
@@ -35,7 +38,7 @@ from .runs import Cancelled, Progress, ProgressState, RunControl, Selection, sce
 from .takes import TakeBook, TakeOutcome
 
 __all__ = ["StoryEngine", "STAGES", "SceneWork", "RunOutcome", "EngineError", "SceneNotFound", "SceneExists",
-           "NotReady", "GenerationBusy", "InvalidRequest", "Cancelled", "RunControl", "Selection"]
+           "NotReady", "GenerationBusy", "InvalidRequest", "IndexNotSaved", "Cancelled", "RunControl", "Selection"]
 
 STAGES = ("plan", "retrieve", "condition", "generate", "observe", "commit")
 ProgressFn = Callable[[str, str, dict], None]  # (scene id, stage, info)
@@ -97,6 +100,7 @@ class StoryEngine:
                                           config.engine.index_save_every)
         self.lock = lock or GenerationLock(self.dir)
         self.takes = takes or TakeBook(store, config.engine, config.memory)
+        self.checks = EditChecks(store, self.dir, config)
         self._retriever = None
         self._held: list = []  # stage events not yet written
         self._listeners: list[Callable] = []
@@ -121,8 +125,9 @@ class StoryEngine:
         else:
             folder = dir_or_uri
         folder = Path(folder).resolve()
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "media").mkdir(exist_ok=True)
+        if folder.exists() and not folder.is_dir():
+            raise InvalidRequest(f"{folder} is not a folder: a story folder holds the graph, media and storygraph.toml")
+        folder.mkdir(parents=True, exist_ok=True)  # media/ comes with the first take: opening writes no media
         config = config or Config.load(folder)
         store = open_store(graph or folder, story, database=database, memory=config.memory)
         models = ModelRegistry(config, folder, lambda: reference_root(store, folder), generator=generator,
@@ -130,9 +135,23 @@ class StoryEngine:
         return cls(folder, store, config, models=models)
 
     def close(self) -> None:
-        self.index.save()
-        self.store.close()
-        self.lock.release()
+        """Save the vector index, close the graph, release the story. The graph and the lock are let go even when
+        the save fails (a full disk): the index is derived, and the next open rebuilds what it lacks; the
+        failure is raised after, as an ``IndexNotSaved``."""
+        try:
+            self.index.save()
+        except OSError as e:
+            failed: Optional[OSError] = e
+        else:
+            failed = None
+        finally:
+            try:
+                self.store.close()
+            finally:
+                self.lock.release()
+        if failed is not None:
+            raise IndexNotSaved(f"the vector index was not saved ({failed.strerror or failed}); the graph is intact "
+                                "and the next open rebuilds the index from it") from failed
 
     def __enter__(self):
         return self
@@ -141,18 +160,26 @@ class StoryEngine:
         self.close()
 
     # -- building the story ----------------------------------------------------------------------
+    # Every edit is checked against the story rules (storygraph.rules, through .checks) before anything is
+    # written: a refused edit raises a RuleError (InvalidInput) naming the field and leaves the graph as it was.
     def load(self, story_or_path) -> Story:
         from ..storyfile import load_story
 
-        story = story_or_path if isinstance(story_or_path, Story) else load_story(story_or_path)
+        if isinstance(story_or_path, Story):
+            story = story_or_path
+            self.checks.story(story)
+        else:
+            story = load_story(story_or_path, reference_folders=self.config.story.reference_roots(self.dir))
         self.store.load_story(story)
         return story
 
     def add_character(self, character: Character) -> None:
+        self.checks.character(character)
         self.store.upsert_character(character)
         self.store.append_event("character.updated", character.id)
 
     def add_environment(self, environment: Environment) -> None:
+        self.checks.environment(environment)
         self.store.upsert_environment(environment)
         self.store.append_event("environment.updated", environment.id)
 
@@ -161,13 +188,11 @@ class StoryEngine:
         """Add a scene, optionally after ``parent_id``: a parent that already has a child gets a new branch."""
         if self.store.scene(spec.id) is not None:
             raise SceneExists(f"scene {spec.id!r} already exists; use update_scene")
-        if parent_id is None:
+        parent = self.checks.new_scene(spec, parent_id, kind, gap)
+        if parent is None:
             placement = place_scenes([spec.id], [])[spec.id]
             self.store.upsert_scene(spec, placement)
         else:
-            parent = self.store.scene(parent_id)
-            if parent is None:
-                raise SceneNotFound(f"no scene {parent_id!r}")
             t = Transition(parent_id, spec.id, kind, gap)
             has_child = any(x.from_id == parent_id for x in self.store.transitions())
             placement = child_placement(parent.placement, spec.id, t.effective_gap, continues_branch=not has_child)
@@ -181,15 +206,7 @@ class StoryEngine:
         scene = self.store.scene(scene_id)
         if scene is None:
             raise SceneNotFound(f"no scene {scene_id!r}")
-        if "characters" in fields:
-            fields["characters"] = tuple(fields["characters"])
-        known = set(SceneSpec.__dataclass_fields__) - {"id"}
-        bad = set(fields) - known
-        if bad:
-            raise InvalidRequest(f"unknown scene field(s) {sorted(bad)}")
-        if fields.get("memory") is not None and fields["memory"] not in MEMORY_MODES:
-            raise InvalidRequest(f"memory: expected one of {', '.join(MEMORY_MODES)}, got {fields['memory']!r}")
-        spec = replace(scene.spec, **fields)
+        spec = self.checks.scene_edit(scene, fields)
         self.store.upsert_scene(spec, scene.placement)
         if scene.status != "planned":
             self.store.set_scene_status(scene_id, "planned", note="edited")
@@ -198,14 +215,13 @@ class StoryEngine:
         return self.store.scene(scene_id)
 
     def add_transition(self, transition: Transition) -> None:
-        """Join two scenes. The child's placement (clock, branch) is recomputed from the whole story."""
-        transitions = [Transition(t.from_id, t.to_id, t.kind, t.gap) for t in self.store.transitions()]
-        transitions = [t for t in transitions if t.to_id != transition.to_id] + [transition]
+        """Join two scenes (the child's incoming transition, if any, is replaced). The placements (clock, branch)
+        are recomputed from the whole story."""
+        placements = self.checks.transition(transition)
         scenes = self.store.scenes()
-        placements = place_scenes([s.id for s in scenes], transitions)
         self.store.upsert_transition(self._transition_record(transition))
         for s in scenes:
-            if placements[s.id] != s.placement:
+            if not placements[s.id].same_place(s.placement):
                 self.store.upsert_scene(s.spec, placements[s.id])
         self.store.append_event("transition.added", transition.to_id, {"from": transition.from_id})
 
@@ -414,6 +430,7 @@ class StoryEngine:
         control = control or RunControl()
         outcome = RunOutcome(selection)
         with self.lock.held():
+            self.indexes()  # reconciled with the graph (and saved on close) even when nothing is left to make
             plan = self.run_plan(selection)
             per_scene = (lambda s: takes or (self.config.engine.takes if selection.kind != "scene" else 1))
             tracker = Progress(plan, per_scene, on_progress)
@@ -485,7 +502,10 @@ class StoryEngine:
             raise
         except BaseException as e:
             if isinstance(e, Exception):
-                self.store.set_scene_status(scene_id, "failed", note=f"{type(e).__name__}: {e}")
+                try:
+                    self.store.set_scene_status(scene_id, "failed", note=f"{type(e).__name__}: {e}")
+                except Exception:  # a full disk fails this write too: the scene stays unfinished, resume redoes it
+                    pass
             raise
 
     @contextmanager

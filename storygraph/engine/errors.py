@@ -1,9 +1,10 @@
 """What the engine refuses, by kind (see :mod:`storygraph.errors`): a scene that is not there or is there
-already, a scene whose parent is not generated yet, a story another generation holds, a request it cannot take."""
+already, a scene whose parent is not generated yet, a story another generation holds, a request it cannot take,
+an index it could not save."""
 
 from __future__ import annotations
 
-from ..errors import Conflict, InvalidInput, NotFound, StorygraphError
+from ..errors import Conflict, InvalidInput, NotFound, StorygraphError, Unavailable
 
 
 class EngineError(StorygraphError, RuntimeError):
@@ -32,3 +33,8 @@ class InvalidRequest(EngineError, InvalidInput):
 
 class SceneInUse(EngineError, Conflict):
     """A scene or transition that generated scenes were made from: deleting it would orphan them."""
+
+
+class IndexNotSaved(EngineError, Unavailable):
+    """The vector index could not be written (a full or unwritable disk). Nothing is lost: the graph holds every
+    embedding, and the next open indexes what the saved files lack."""

@@ -9,6 +9,7 @@ scenes and on close, not after every scene, since a save rewrites a character's 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +18,7 @@ from ..faults import crash_point
 from ..graphdb import StoryStore
 
 SPACES = ("clip", "dino")
+log = logging.getLogger(__name__)
 
 
 class IndexKeeper:
@@ -48,7 +50,10 @@ class IndexKeeper:
             index.add(keep)
         self._unsaved += 1
         if self._unsaved >= self.save_every:
-            self.save()
+            try:
+                self.save()
+            except OSError as e:  # the scene is committed; the graph fills the index's gap on the next open
+                log.info("vector index not saved (%s); the graph is intact and the next open fills the gap", e)
         crash_point("after_index")
 
     def remove(self, ids) -> None:

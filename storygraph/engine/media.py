@@ -16,6 +16,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from ..faults import write_point
 from .arrays import to_uint8
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -62,13 +63,30 @@ def load_image(path: PathLike):
         return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
 
 
-def save_image(path: PathLike, frame) -> Path:
+def save_image(path: PathLike, frame, **options) -> Path:
+    """Write a frame as an image, whole or not at all: to a temporary name, then renamed (a full disk leaves no
+    half-written file under the real name)."""
     from PIL import Image
 
     path = Path(path)
+    write_point("media", path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(frame)).save(path)
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        Image.fromarray(to_uint8(frame)).save(tmp, format=Image.registered_extensions().get(path.suffix.lower()),
+                                              **options)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
     return path
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def spread_indices(num_frames: int, count: int) -> list:
@@ -95,9 +113,14 @@ def write_video(path: PathLike, frames, fps: float, audio=None, sample_rate: Opt
     frames = to_uint8(frames)
     h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
     path = Path(path)
+    write_point("media", path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part.mp4")
-    container = av.open(str(tmp), mode="w")
+    try:
+        container = av.open(str(tmp), mode="w")
+    except BaseException:
+        _remove(tmp)
+        raise
     try:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = w, h
@@ -117,10 +140,20 @@ def write_video(path: PathLike, frames, fps: float, audio=None, sample_rate: Opt
             container.mux(packet)
         if astream is not None:
             _write_audio(container, astream, audio, int(sample_rate))
-    finally:
         container.close()
+    except BaseException:
+        _close_quietly(container)
+        _remove(tmp)
+        raise
     os.replace(tmp, path)
     return path
+
+
+def _close_quietly(container) -> None:
+    try:
+        container.close()
+    except Exception:  # closing a container whose write failed fails too; the write's error is the one to report
+        pass
 
 
 def _write_audio(container, astream, audio, sample_rate: int) -> None:

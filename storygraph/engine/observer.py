@@ -304,14 +304,14 @@ class Observer:
                         "write": ms(t3, t4), "total": ms(t0, time.perf_counter())})
 
     def _write_frames(self, media_dir, frames_by_pos: dict, idx: list[int]) -> dict[int, str]:
-        from PIL import Image
+        from .media import save_image
 
         folder = Path(media_dir)
         folder.mkdir(parents=True, exist_ok=True)
         out = {r: str(folder / f"frame_{idx[r]:04d}.png") for r in frames_by_pos}
 
         def write(r):
-            Image.fromarray(frames_by_pos[r]).save(out[r], compress_level=self.png_compress_level)
+            save_image(out[r], frames_by_pos[r], compress_level=self.png_compress_level)
 
         if len(out) == 1:
             write(next(iter(out)))

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 import numpy as np
 
+from ..faults import write_point
 from .arrays import l2_normalize
 
 if TYPE_CHECKING:
@@ -75,12 +76,20 @@ def _write_atomic(path: Path, write, durable: bool = False) -> None:
     Partition files skip fsync: a file torn by a power cut fails to load, and a derived index that fails to
     load is rebuilt from the graph; the manifest that names them is synced."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_point("index", path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
 
 
 def _fsync_dir(path: Path) -> None:
@@ -106,6 +115,23 @@ def _file_lock(path: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _make_room(folder: Path, space: str) -> None:
+    """Clear what stands where the index keeps its files: ``<folder>`` and ``<folder>/<space>`` must be folders,
+    the manifest a file. Anything else there (a file put in place of ``vectors/clip``, a folder named
+    ``manifest.json``) is removed: the index is derived, and what the graph holds is indexed again on open."""
+    import shutil
+
+    for path, folder_wanted in ((folder, True), (folder / space, True), (folder / space / MANIFEST, False)):
+        if not os.path.lexists(path) or path.is_dir() == folder_wanted:
+            continue
+        log.warning("vector index: %s is in the way (%s); removing it, the index is rebuilt from the graph", path,
+                    "a folder" if path.is_dir() else "not a folder")
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _read_manifest(path: Path) -> Optional[dict]:
@@ -418,6 +444,7 @@ class VectorIndex:
     def open(cls, folder, space: str, device: str = "cpu", **kw) -> "VectorIndex":
         """The index saved under ``<folder>/<space>/``, or an empty one when there is none (or it is unreadable:
         the graph is the source of truth, and ``reconcile`` rebuilds what is missing)."""
+        _make_room(Path(folder), space)
         idx = cls(space, folder=folder, device=device, **kw)
         with idx._lock:
             try:

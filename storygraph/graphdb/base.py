@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from ..domain import (
-    SCENE_STATUSES, TRANSITION_KINDS, Appearance, Character, ConditionRecord, Environment, Event, GenerationDefaults,
-    MemoryParams, Placement, Reference, SceneSpec, Scores, Story, generation_settings,
+    EMPTY_LINEAGE, SCENE_STATUSES, TRANSITION_KINDS, Appearance, Character, ConditionRecord, Environment, Event,
+    GenerationDefaults, Lineage, MemoryParams, Placement, Reference, SceneSpec, Scores, Story, generation_settings,
 )
 from ..faults import crash_point
 from ..timeline import place_scenes, transition_decay
@@ -29,6 +29,9 @@ from .store import (
 )
 
 Run = Callable[[str, Optional[dict]], list]
+
+#: Rows per execution of an ``UNWIND $rows`` write (see ``CypherStore._batched``).
+UNWIND_BATCH = 1000
 
 #: Time limit and row limit of a read-only query when the caller names none.
 DEFAULT_QUERY_TIMEOUT_S = 30.0
@@ -49,7 +52,6 @@ def _scene_row(spec: SceneSpec, p: Placement) -> dict:
         "environment": spec.environment, "lighting": spec.lighting, "weather": spec.weather, "camera": spec.camera,
         "refs": json.dumps([asdict(r) for r in spec.references]), "memory": spec.memory,
         "clock": float(p.clock), "branch": p.branch, "pos": int(p.pos), "parent_id": p.parent_id,
-        "lineage_branches": [b for b, _ in p.lineage], "lineage_upto": [int(u) for _, u in p.lineage],
     }
     for name, kind, _ in generation_settings():  # typed as the schema declares them (INT64, DOUBLE, STRING)
         value = getattr(spec, name)
@@ -61,7 +63,9 @@ def _scores(d: dict, **extra) -> Scores:
     return Scores(**{name: d.get(name) for name in Scores.names()}, **extra)
 
 
-def scene_from_props(d: dict) -> SceneRecord:
+def scene_from_props(d: dict, lineage: Lineage = EMPTY_LINEAGE) -> SceneRecord:
+    """A scene record from its graph properties. The graph keeps no lineage (it would cost O(depth) per scene):
+    the store's reads work it out from the branches' first scenes and pass it here."""
     refs = tuple(Reference(**r) for r in json.loads(d.get("refs") or "[]"))
     spec = SceneSpec(
         id=d["id"], action=d.get("action") or "", characters=tuple(d.get("characters") or ()),
@@ -69,7 +73,6 @@ def scene_from_props(d: dict) -> SceneRecord:
         weather=d.get("weather") or "", camera=d.get("camera") or "", references=refs, memory=d.get("memory") or None,
         **{name: d.get(name) for name, _, _ in generation_settings()},
     )
-    lineage = tuple(zip(d.get("lineage_branches") or (), (int(u) for u in (d.get("lineage_upto") or ()))))
     placement = Placement(d["id"], float(d.get("clock") or 0.0), d.get("branch") or d["id"], int(d.get("pos") or 0),
                           d.get("parent_id"), lineage)
     scores = _scores(d)
@@ -200,29 +203,53 @@ class CypherStore:
                            len(story.transitions), created)
 
     def _write_structure(self, run: Run, characters, environments, scenes, transitions) -> None:
-        p = self._params
+        each = self._batched(run)
         if characters:
-            run(self.q("characters_upsert"), p({"rows": [
+            self._upsert(run, "character", "characters", [
                 {"id": c.id, "name": c.name, "description": c.description, "reference_path": c.reference_path,
-                 "decay_tau": _finite(c.decay_tau)} for c in characters]}))
+                 "decay_tau": _finite(c.decay_tau)} for c in characters])
         if environments:
-            run(self.q("environments_upsert"), p({"rows": [
+            self._upsert(run, "environment", "environments", [
                 {"id": e.id, "name": e.name, "description": e.description, "reference_path": e.reference_path}
-                for e in environments]}))
+                for e in environments])
         if scenes:
             ids = [spec.id for spec, _ in scenes]
-            run(self.q("scenes_upsert"), p({"rows": [_scene_row(s, pl) for s, pl in scenes], "now": now_iso()}))
-            run(self.q("scene_story_link"), p({"ids": ids}))
-            run(self.q("scene_environment_clear"), p({"ids": ids}))
-            run(self.q("scene_environment_link"), p({"ids": ids}))
-            run(self.q("appears_in_prune"), p({"ids": ids}))
-            rows = [{"scene": s.id, "character": c} for s, _ in scenes for c in s.characters]
-            if rows:
-                run(self.q("appears_in_plan"), p({"rows": rows, "strength": float(self.memory.strength_init)}))
+            self._upsert(run, "scene", "scenes", [_scene_row(s, pl) for s, pl in scenes])
+            for name in ("scene_story_link", "scene_environment_clear", "scene_environment_link", "appears_in_prune"):
+                each(name, "ids", ids)
+            each("appears_in_plan", "rows", ({"scene": s.id, "character": c} for s, _ in scenes for c in s.characters),
+                 strength=float(self.memory.strength_init))
         if transitions:
-            run(self.q("transitions_upsert"), p({"rows": [
+            each("transitions_upsert", "rows", (
                 {"from_id": t.from_id, "to_id": t.to_id, "kind": t.kind, "gap": float(t.effective_gap),
-                 "decay": transition_decay(t.effective_gap, self.memory.tau_story)} for t in transitions]}))
+                 "decay": transition_decay(t.effective_gap, self.memory.tau_story)} for t in transitions))
+
+    def _upsert(self, run: Run, kind: str, plural: str, rows: list[dict]) -> None:
+        """Create the rows the story lacks and update the others (``<plural>_create``, ``<plural>_upsert``).
+
+        Not MERGE: LadybugDB's MERGE grows slower with the table (a load of n scenes cost O(n^2)), and a node
+        created whole costs half the time and memory of one created bare and then set. Reading the story's
+        ids is one scan."""
+        have = {r["id"] for r in run(self.q(f"{kind}_ids"), self._params())}
+        each = self._batched(run)
+        each(f"{plural}_create", "rows", (r for r in rows if r["id"] not in have), now=now_iso())
+        each(f"{plural}_upsert", "rows", (r for r in rows if r["id"] in have))
+
+    def _batched(self, run: Run) -> Callable:
+        """``each(query, key, items, **params)``: run a named ``UNWIND $key`` query over ``items`` in batches of
+        :data:`UNWIND_BATCH`, in the caller's transaction (nothing for no items). LadybugDB holds a list
+        parameter at tens of kilobytes per row: one batch of a 50,000-scene story took gigabytes."""
+
+        def each(name: str, key: str, items: Iterable, **params) -> None:
+            query, batch = self.q(name), []
+            for item in items:
+                batch.append(item)
+                if len(batch) == UNWIND_BATCH:
+                    run(query, self._params({key: batch, **params}))
+                    batch = []
+            if batch:
+                run(query, self._params({key: batch, **params}))
+        return each
 
     def _counts(self) -> dict:
         out = {}
@@ -259,6 +286,12 @@ class CypherStore:
                 "from_id": transition.from_id, "to_id": transition.to_id, "kind": transition.kind,
                 "gap": float(transition.gap), "decay": float(transition.decay)}]}))
 
+    def ids(self, kind: str) -> list[str]:
+        """The ids of the story's characters, environments or scenes (``kind``: character | environment | scene)."""
+        if kind not in ("character", "environment", "scene"):
+            raise StoreInputError(f"no ids of kind {kind!r}")
+        return [r["id"] for r in self._read(f"{kind}_ids")]
+
     def characters(self) -> list[Character]:
         return [Character(r["id"], r["name"], r["description"] or "", r["reference_path"], r["decay_tau"])
                 for r in self._read("characters_all")]
@@ -273,15 +306,56 @@ class CypherStore:
 
     # -- scenes ----------------------------------------------------------------------------------
     def scene(self, scene_id: str) -> Optional[SceneRecord]:
-        rows = self._read("scene_get", {"id": scene_id})
-        return scene_from_props(rows[0]["scene"]) if rows else None
+        with self._transaction(write=False) as run:
+            rows = run(self.q("scene_get"), self._params({"id": scene_id}))
+            return self._records(run, [rows[0]["scene"]])[0] if rows else None
 
     def scenes(self, status: Optional[str] = None) -> list[SceneRecord]:
-        if status is None:
-            rows = self._read("scenes_all")
-        else:
-            rows = self._read("scenes_by_status", {"status": status})
-        return [scene_from_props(r["scene"]) for r in rows]
+        with self._transaction(write=False) as run:
+            if status is None:
+                rows = run(self.q("scenes_all"), self._params())
+            else:
+                rows = run(self.q("scenes_by_status"), self._params({"status": status}))
+            return self._records(run, [r["scene"] for r in rows])
+
+    def _records(self, run: Run, props: list[dict]) -> list[SceneRecord]:
+        lineage = self._lineages(run, props)
+        return [scene_from_props(d, lineage(d.get("branch") or d["id"])) for d in props]
+
+    def _lineages(self, run: Run, props: list[dict]) -> Callable[[str], Lineage]:
+        """Lineage by branch, for scenes read as ``props``. A branch is named after its first scene, whose parent
+        ends the branch it forked from: lineage(b) = lineage(parent's branch) + (parent's branch, parent's pos).
+        Heads and parents among ``props`` cost nothing (a read of every scene makes no query); the others cost
+        one lookup per branch on the way up. Each lineage shares its parent's links: O(branches) in all."""
+        by_id = {d["id"]: d for d in props}
+        memo: dict[str, Lineage] = {}
+
+        def fork_of(branch: str) -> Optional[tuple[str, int]]:
+            head = by_id.get(branch)
+            if head is not None:
+                if head.get("parent_id") is None:
+                    return None
+                parent = by_id.get(head["parent_id"])
+                if parent is not None:
+                    return parent.get("branch") or parent["id"], int(parent.get("pos") or 0)
+            rows = run(self.q("scene_fork"), self._params({"branch": branch}))
+            return (rows[0]["branch"], int(rows[0]["pos"] or 0)) if rows and rows[0]["branch"] else None
+
+        def lineage(branch: str) -> Lineage:
+            pending: list[tuple[str, tuple[str, int]]] = []
+            b = branch
+            while b not in memo:
+                fork = fork_of(b)
+                if fork is None or fork[0] == b or any(fork[0] == x for x, _ in pending):
+                    memo[b] = EMPTY_LINEAGE  # a root (or a broken link, which never loops)
+                    break
+                pending.append((b, fork))
+                b = fork[0]
+            for b, (pb, pos) in reversed(pending):
+                memo[b] = memo[pb].then(pb, pos)
+            return memo[branch]
+
+        return lineage
 
     def scene_context(self, scene_id: str) -> SceneContext:
         """The scene, its parent and transition, cast and environment: primary-key lookups only, so the cost
@@ -290,14 +364,18 @@ class CypherStore:
             rows = run(self.q("scene_get"), self._params({"id": scene_id}))
             if not rows:
                 raise RecordNotFound(f"no scene {scene_id!r} in story {self.story_id!r}")
-            scene = scene_from_props(rows[0]["scene"])
+            props = [rows[0]["scene"]]
             parent = transition = environment = None
-            if scene.placement.parent_id is not None:
-                link = run(self.q("scene_context"), self._params({"id": scene_id, "parent": scene.placement.parent_id}))
-                if link and link[0]["parent"]:
-                    parent = scene_from_props(link[0]["parent"])
-                    r = link[0]
-                    transition = TransitionRecord(parent.id, scene_id, r["kind"], r["gap"], r["decay"])
+            parent_id = props[0].get("parent_id")
+            link = run(self.q("scene_context"), self._params({"id": scene_id, "parent": parent_id})) \
+                if parent_id is not None else []
+            if link and link[0]["parent"]:
+                props.append(link[0]["parent"])
+            records = self._records(run, props)
+            scene = records[0]
+            if len(records) > 1:
+                parent, r = records[1], link[0]
+                transition = TransitionRecord(parent.id, scene_id, r["kind"], r["gap"], r["decay"])
             chars = run(self.q("characters_by_ids"), self._params({"ids": list(scene.spec.characters)})) \
                 if scene.spec.characters else []
             if scene.spec.environment:

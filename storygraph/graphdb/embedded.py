@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..domain import MemoryParams
+from ..faults import write_point
 from . import queries
 from .base import CypherStore
 from .store import (
@@ -57,17 +58,22 @@ class EmbeddedStore(CypherStore):
 
         self.path = Path(path)  # the story folder; the database lives in its graph/ subfolder
         db_path = self.path / "graph"
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreInputError(f"{self.path} is not a folder: a story folder holds the graph, media and "
+                                  "storygraph.toml")
+        if db_path.exists() and not db_path.is_file():
+            raise StoreInputError(f"{db_path} is not a storygraph database (a LadybugDB database is one file)")
         if not create and not db_path.exists():
             raise RecordNotFound(f"no story graph at {db_path}")
-        db_path.parent.mkdir(parents=True, exist_ok=True)
         self.db_path = db_path
         try:
+            db_path.parent.mkdir(parents=True, exist_ok=True)
             self._db = ladybug.Database(str(db_path), read_only=read_only, auto_checkpoint=False)
         except RuntimeError as e:
             if "lock" in str(e).lower():
                 m = re.search(r"held by PID (\d+)", str(e))
                 raise StoryLocked(db_path, int(m.group(1)) if m else None) from e
-            raise _wrapped(e) from e
+            raise StoreInputError(f"{db_path} cannot be opened as a storygraph database: {e}") from e
         self._conn = ladybug.Connection(self._db)
         self._lock = threading.RLock()
         self._read_only = read_only
@@ -114,6 +120,12 @@ class EmbeddedStore(CypherStore):
                 except RuntimeError:
                     pass  # a failed statement may already have ended the transaction
                 raise
+            if write and not self._read_only:
+                try:
+                    write_point("graph", self.db_path)
+                except OSError:
+                    self._conn.execute("ROLLBACK")
+                    raise
             self._execute("COMMIT")
             if write and not self._read_only:
                 self._maybe_checkpoint()

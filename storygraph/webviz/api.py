@@ -2,7 +2,10 @@
 an engine) editing, generating and choosing takes.
 
 Reads use the store's record methods; the console uses ``store.query(..., read_only=True, timeout_s=...)``
-and nothing else; every write goes through the engine. Errors are JSON ``{"error", "status"}``.
+and nothing else; every write goes through the engine. Edit bodies are read against the story rules
+(:mod:`storygraph.rules`, the same as story files and the Python API), and the engine checks the edit against
+the story before writing. Errors are JSON ``{"error", "status"}``; one that breaks a story rule adds the
+``pointer`` (RFC 6901) of the offending value in the body and answers 400.
 """
 
 from __future__ import annotations
@@ -14,18 +17,20 @@ from typing import Any, Optional
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..domain import MEMORY_MODES, TRANSITION_KINDS, Character, Environment, SceneSpec, Transition, generation_settings
+from ..domain import Character, Environment, SceneSpec, Transition
 from ..errors import Conflict, InvalidInput, NotFound
 from ..graphdb.store import QueryError, ReadOnlyViolation
+from ..rules import CHARACTER, ENVIRONMENT, NEW_SCENE, SCENE_EDIT, TRANSITION, read_json
 from .graph import jsonable, result_graph, scene_element
 from .viewer import current_viewer as _viewer
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-TEXT_FIELDS = ("title", "action", "lighting", "weather", "camera")
-#: the generation settings, as declared in storygraph.domain.GenerationDefaults: name -> (type, Setting)
-SETTINGS = {name: (kind, s) for name, kind, s in generation_settings()}
-SPEC_FIELDS = TEXT_FIELDS + tuple(SETTINGS) + ("characters", "environment", "memory")
+# Reference images are not part of these bodies: they are uploaded and attached through their own routes.
+CHARACTER_BODY = CHARACTER.without("reference")
+ENVIRONMENT_BODY = ENVIRONMENT.without("reference")
+NEW_SCENE_BODY = NEW_SCENE.without("references")
+SCENE_EDIT_BODY = SCENE_EDIT.without("references")
 
 
 class BadRequest(InvalidInput):
@@ -48,24 +53,6 @@ def _body() -> dict:
     return data
 
 
-def _id(value: Any, what: str) -> str:
-    from ..storyfile import ID_PATTERN
-
-    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
-        raise BadRequest(f"{what}: expected an id (a letter or digit, then up to 127 letters, digits, '_', '.' or '-')")
-    return value
-
-
-def _text(value: Any, what: str, required: bool = False, limit: int = 10_000) -> str:
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or (required and not value.strip()):
-        raise BadRequest(f"{what}: expected {'a non-empty' if required else 'a'} string")
-    if len(value) > limit:
-        raise BadRequest(f"{what}: longer than {limit} characters")
-    return value
-
-
 def _number(value: Any, what: str, lo: float, hi: float, integer: bool = False):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise BadRequest(f"{what}: expected a number from {lo:g} to {hi:g}")
@@ -76,42 +63,11 @@ def _number(value: Any, what: str, lo: float, hi: float, integer: bool = False):
     return int(value) if integer else float(value)
 
 
-def _spec_fields(data: dict) -> dict:
-    """Scene spec fields present in ``data``, checked and converted; unknown keys are refused."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if key in TEXT_FIELDS:
-            out[key] = _text(value, key, required=(key == "action"))
-        elif key in SETTINGS:
-            out[key] = None if value is None else _setting(key, value)
-        elif key == "characters":
-            if not isinstance(value, list):
-                raise BadRequest("characters: expected a list of character ids")
-            ids = [_id(c, "characters[]") for c in value]
-            if len(set(ids)) != len(ids):
-                raise BadRequest("characters: each character once")
-            out[key] = tuple(ids)
-        elif key == "environment":
-            out[key] = None if value in (None, "") else _id(value, "environment")
-        elif key == "memory":
-            if value not in (None, "") and value not in MEMORY_MODES:
-                raise BadRequest(f"memory: expected one of {', '.join(MEMORY_MODES)} (or null: the config's mode for "
-                                 "the transition)")
-            out[key] = value or None
-        else:
-            raise BadRequest(f"unknown scene field {key!r}; editable fields: {', '.join(SPEC_FIELDS)}")
-    return out
-
-
-def _setting(key: str, value: Any):
-    """One generation setting, checked against its declaration (``None``, the story's default, is handled above)."""
-    kind, s = SETTINGS[key]
-    if kind is str:
-        return _text(value, key)
-    v = _number(value, key, s.lo, s.hi, integer=kind is int)
-    if not s.allows(v):
-        raise BadRequest(f"{key}: expected {s.expected}")
-    return v
+def _spec(fields: dict) -> SceneSpec:
+    """A scene spec from a checked body (null text is empty, null characters none)."""
+    out = {k: v for k, v in fields.items() if v is not None}
+    out["characters"] = tuple(out.get("characters", ()))
+    return SceneSpec(**out)
 
 
 def _engine():
@@ -314,15 +270,9 @@ def query():
 @bp.post("/characters")
 def add_character():
     _engine()
-    d = _body()
-    unknown = set(d) - {"id", "name", "description", "decay_tau"}
-    if unknown:
-        raise BadRequest(f"unknown character fields: {', '.join(sorted(unknown))}")
-    cid = _id(d.get("id"), "id")
-    tau = d.get("decay_tau")
-    ch = Character(id=cid, name=_text(d.get("name"), "name", required=True, limit=200),
-                   description=_text(d.get("description"), "description", required=True),
-                   decay_tau=None if tau in (None, "") else _number(tau, "decay_tau", 1e-6, 1e9))
+    d = read_json(_body(), CHARACTER_BODY)
+    cid = d["id"]
+    ch = Character(id=cid, name=d["name"], description=d["description"], decay_tau=d.get("decay_tau"))
     ch = _keep_reference(ch, _viewer().store.characters())
     _engine_call("character.saved", cid, _viewer().engine.add_character, ch)
     return jsonify({"ok": True, "id": cid}), 201
@@ -341,13 +291,9 @@ def _keep_reference(new, existing):
 @bp.post("/environments")
 def add_environment():
     _engine()
-    d = _body()
-    unknown = set(d) - {"id", "name", "description"}
-    if unknown:
-        raise BadRequest(f"unknown environment fields: {', '.join(sorted(unknown))}")
-    eid = _id(d.get("id"), "id")
-    env = Environment(id=eid, description=_text(d.get("description"), "description", required=True),
-                      name=_text(d.get("name"), "name", limit=200))
+    d = read_json(_body(), ENVIRONMENT_BODY)
+    eid = d["id"]
+    env = Environment(id=eid, description=d["description"], name=d.get("name") or "")
     env = _keep_reference(env, _viewer().store.environments())
     _engine_call("environment.saved", eid, _viewer().engine.add_environment, env)
     return jsonify({"ok": True, "id": eid}), 201
@@ -356,23 +302,11 @@ def add_environment():
 @bp.post("/scenes")
 def add_scene():
     v = _engine()
-    d = dict(_body())
-    sid = _id(d.pop("id", None), "id")
-    parent = d.pop("parent_id", None)
-    parent = None if parent in (None, "") else _id(parent, "parent_id")
-    kind = d.pop("kind", "cut") or "cut"
-    if kind not in TRANSITION_KINDS:
-        raise BadRequest(f"kind: expected one of {', '.join(TRANSITION_KINDS)}")
-    gap = d.pop("gap", None)
-    gap = None if gap in (None, "") else _number(gap, "gap", 0, 1e9)
-    fields = _spec_fields(d)
-    if "action" not in fields:
-        raise BadRequest("action: a scene needs an action")
+    d = read_json(_body(), NEW_SCENE_BODY)
+    sid, parent, kind, gap = d.pop("id"), d.pop("parent_id", None), d.pop("kind", None) or "cut", d.pop("gap", None)
     if v.store.scene(sid) is not None:
         raise Conflict(f"scene {sid!r} exists already: edit it instead")
-    if parent is not None and v.store.scene(parent) is None:
-        raise NotFound(f"no scene {parent!r} to continue from")
-    spec = SceneSpec(id=sid, **fields)
+    spec = _spec({"id": sid, **d})
     _engine_call("scene.added", sid, v.engine.add_scene, spec, parent_id=parent, kind=kind, gap=gap)
     return jsonify({"ok": True, "id": sid}), 201
 
@@ -381,7 +315,7 @@ def add_scene():
 def update_scene(scene_id: str):
     v = _engine()
     _scene_or_404(scene_id)
-    fields = _spec_fields(_body())
+    fields = read_json(_body(), SCENE_EDIT_BODY)
     if not fields:
         raise BadRequest("nothing to change")
     _engine_call("scene.updated", scene_id, v.engine.update_scene, scene_id, **fields)
@@ -391,19 +325,9 @@ def update_scene(scene_id: str):
 @bp.post("/transitions")
 def add_transition():
     v = _engine()
-    d = _body()
-    unknown = set(d) - {"from", "to", "kind", "gap"}
-    if unknown:
-        raise BadRequest(f"unknown transition fields: {', '.join(sorted(unknown))}")
-    src, dst = _id(d.get("from"), "from"), _id(d.get("to"), "to")
-    kind = d.get("kind") or "cut"
-    if kind not in TRANSITION_KINDS:
-        raise BadRequest(f"kind: expected one of {', '.join(TRANSITION_KINDS)}")
-    gap = d.get("gap")
-    gap = None if gap in (None, "") else _number(gap, "gap", 0, 1e9)
-    for s in (src, dst):
-        _scene_or_404(s)
-    _engine_call("transition.added", dst, v.engine.add_transition, Transition(src, dst, kind, gap))
+    d = read_json(_body(), TRANSITION)
+    src, dst = d["from"], d["to"]
+    _engine_call("transition.added", dst, v.engine.add_transition, Transition(src, dst, d["kind"], d.get("gap")))
     return jsonify({"ok": True}), 201
 
 

@@ -5,7 +5,7 @@ generating answer 409). ``create_app(store, engine)`` adds editing and generatio
 background worker. Blueprints: ``pages`` (the page and media files), ``api`` (JSON), ``studio`` (the queue,
 timelines, references, deleting) and ``stream`` (Server-Sent Events); what they share is the :class:`~.viewer.Viewer`. Security checks run before every
 request (see :mod:`.security`); every error becomes a JSON answer in one place, by its kind
-(:mod:`storygraph.errors`). The factory builds and registers only: the viewer's threads start with
+(:mod:`storygraph.errors`); a body that breaks a story rule also says where, as a JSON ``pointer``. The factory builds and registers only: the viewer's threads start with
 ``viewer_of(app).start()``, which ``serve`` and ``start`` (:mod:`.server`) call.
 """
 
@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from flask import Flask, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from ..errors import StorygraphError
+from ..rules import RuleError
 from .api import bp as api_bp
-from .graph import MediaLinks
+from .graph import MediaLinks, finite
 from .pages import bp as pages_bp
 from .security import SAFE_METHODS, TOKEN_HEADER, cross_origin_reason, host_allowed, new_token, token_matches
 from .stream import bp as events_bp
@@ -31,6 +33,17 @@ from .viewer import EXTENSION, Viewer, ViewerConfig, error, viewer_of
 log = logging.getLogger(__name__)
 
 __all__ = ["create_app", "ViewerConfig", "viewer_of"]
+
+
+class _FiniteJSON(DefaultJSONProvider):
+    """Flask's JSON, never with ``Infinity`` or ``NaN`` (which browsers cannot parse): such floats answer null."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        kwargs["allow_nan"] = False
+        try:
+            return super().dumps(obj, **kwargs)
+        except ValueError:
+            return super().dumps(finite(obj), **kwargs)
 
 
 def create_app(store, engine=None, *, story_dir=None, media_dir=None, token: Optional[str] = None,
@@ -53,6 +66,7 @@ def create_app(store, engine=None, *, story_dir=None, media_dir=None, token: Opt
     app = Flask(__name__, template_folder=str(pkg / "templates"), static_folder=str(pkg / "static"),
                 static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
+    app.json = _FiniteJSON(app)
     app.json.sort_keys = False
     app.config["STORYGRAPH_TOKEN"] = token or new_token()
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 0
@@ -92,6 +106,8 @@ def create_app(store, engine=None, *, story_dir=None, media_dir=None, token: Opt
 
     @app.errorhandler(StorygraphError)
     def storygraph_error(e: StorygraphError):
+        if isinstance(e, RuleError):  # a request body that breaks a story rule: where, as a JSON pointer
+            return error(e.http_status, e.pointed(), pointer=e.pointer)
         return error(e.http_status, str(e))
 
     @app.errorhandler(HTTPException)

@@ -17,6 +17,8 @@ import time
 from collections import deque
 from typing import Iterator, Optional
 
+from .graph import dumps
+
 log = logging.getLogger(__name__)
 
 
@@ -34,7 +36,7 @@ def sse_message(data: dict, event_id: Optional[int] = None, event: Optional[str]
         lines.append(f"event: {event}")
     if event_id is not None:
         lines.append(f"id: {int(event_id)}")
-    lines.append("data: " + json.dumps(data, separators=(",", ":")))
+    lines.append("data: " + dumps(data, separators=(",", ":")))
     return "\n".join(lines) + "\n\n"
 
 

@@ -9,6 +9,7 @@ middle of the scenes it belongs to.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -265,6 +266,26 @@ def scene_element(store, media: MediaLinks, scene_id: str) -> Optional[dict]:
     apps = store.appearances(scene_id=scene_id, with_vectors=False) if rec.takes else []
     edges = appears_edges([rec], apps, strength_init)
     return {"node": node, "edges": edges}
+
+
+def finite(value):
+    """``value`` with every float that is not finite (inf, nan) replaced by None: JSON has no such numbers, and a
+    browser's JSON.parse refuses the ``Infinity`` Python would write."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def dumps(value, **options) -> str:
+    """JSON text that any JSON parser reads: non-finite floats become null (see :func:`finite`)."""
+    try:
+        return json.dumps(value, allow_nan=False, **options)
+    except ValueError:
+        return json.dumps(finite(value), allow_nan=False, **options)
 
 
 def jsonable(value, depth: int = 0, list_limit: int = 32):

@@ -8,7 +8,6 @@ event hub's poller and the graph warm-up), called by whatever serves the app.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -18,7 +17,7 @@ from typing import Optional
 from flask import Flask, current_app, jsonify
 
 from .events import EventHub
-from .graph import MediaLinks, build_graph, scene_element
+from .graph import MediaLinks, build_graph, dumps, scene_element
 from .security import LOOPBACK_NAMES
 from .worker import GenerationWorker
 
@@ -50,7 +49,7 @@ PATCH_MAX_EVENTS = 200
 
 
 def _dumps(value) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+    return dumps(value, separators=(",", ":")).encode("utf-8")
 
 
 class _Cached:

@@ -1,0 +1,2 @@
+MATCH (c:Character {story_id: $story})
+RETURN c.id AS id

@@ -1,0 +1,2 @@
+MATCH (e:Environment {story_id: $story})
+RETURN e.id AS id

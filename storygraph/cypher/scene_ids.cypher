@@ -1,0 +1,2 @@
+MATCH (s:Scene {story_id: $story})
+RETURN s.id AS id
