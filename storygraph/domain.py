@@ -18,8 +18,11 @@ from typing import Any, Literal, Optional, get_type_hints
 TransitionKind = Literal["continuous", "cut", "time_skip"]
 TRANSITION_KINDS: tuple[str, ...] = ("continuous", "cut", "time_skip")
 
-SceneStatus = Literal["planned", "generating", "done", "failed"]
-SCENE_STATUSES: tuple[str, ...] = ("planned", "generating", "done", "failed")
+SceneStatus = Literal["planned", "generating", "done", "failed", "stale", "interrupted"]
+#: planned: not generated yet; generating: a worker is on it; done: its chosen take continues the timeline;
+#: failed: its last generation raised; stale: it has media, but something it was made from changed since
+#: (its ``stale_reason`` says what); interrupted: the process generating it died (set when a story is opened).
+SCENE_STATUSES: tuple[str, ...] = ("planned", "generating", "done", "failed", "stale", "interrupted")
 
 #: How a scene's memory reaches the model (see README "Memory modes"):
 #: extend    the parent's last frames at index 0 (a continuous transition only);
@@ -40,6 +43,7 @@ class Character:
     description: str = ""
     reference_path: Optional[str] = None  # an image of the character, absolute or relative to the story file
     decay_tau: Optional[float] = None  # per-character memory time constant; None: MemoryParams.tau_character
+    reference_sha: Optional[str] = None  # fingerprint of the reference image's bytes (None: not known)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class Environment:
     description: str
     name: str = ""
     reference_path: Optional[str] = None
+    reference_sha: Optional[str] = None  # fingerprint of the reference image's bytes (None: not known)
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class Reference:
     character: Optional[str] = None  # for kind character/costume: whose reference it is
     frame_index: int = 0  # output frame the condition is placed at
     strength: float = 1.0
+    sha: Optional[str] = None  # fingerprint of the image's bytes (None: not known)
 
 
 @dataclass(frozen=True)
@@ -200,7 +206,8 @@ class MemoryParams:
     reinforce_step: float = setting(1.0, "strength added on good reuse")
     penalty_step: float = setting(1.0, "strength removed on reuse that led to drift")
     reinforce_threshold: float = setting(0.8, "identity score at or above which reuse counts as good")
-    drift_threshold: float = setting(0.5, "identity similarity below which an appearance is never used")
+    drift_threshold: float = setting(0.5, "identity score (the one the studio shows) below which an appearance is "
+                                     "never used, and below which a reuse weakens the memory")
     w_relevance: float = setting(1.0, "retrieval score weight of relevance")
     w_recency: float = setting(1.0, "retrieval score weight of retention")
     w_quality: float = setting(0.5, "retrieval score weight of the appearance's identity score")
@@ -275,7 +282,12 @@ class Scores:
 
 @dataclass
 class Appearance:
-    """One character seen in one take of one scene: the unit of visual memory."""
+    """One character seen in one take of one scene: the unit of visual memory.
+
+    ``strength`` and ``reinforced_clock`` are the memory as it was formed (``strength_init * identity`` at the
+    scene's clock) and never change: what a later scene remembers of it is derived from the uses on that scene's
+    own timeline (:func:`storygraph.engine.memory.strength_on_timeline`), so no branch changes another's memory.
+    """
 
     id: str
     character_id: str
@@ -319,14 +331,22 @@ class Event:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A prior appearance retrieved as memory for a scene, with the terms of its score."""
+    """A prior appearance retrieved as memory for a scene, with the terms of its score.
+
+    ``terms`` are the three weighted, min-max normalised parts of ``score`` (relevance, retention, quality): they
+    add up to it. ``strength`` and ``reinforced_clock`` are the memory's on this scene's timeline: as formed,
+    then moved by each of the ``uses`` an ancestor of the scene made of it."""
 
     appearance: Appearance
-    score: float  # w_rel*relevance + w_rec*retention + w_q*quality, each term min-max normalised
+    score: float  # w_rel*norm(relevance) + w_rec*norm(retention) + w_q*norm(quality) == sum(terms)
     relevance: float  # raw: blend of CLIP text cosine and DINOv2 identity similarity
-    retention: float  # raw: exp(-dclock / (tau_c * strength))
+    retention: float  # raw: exp(-dclock / (tau_c * strength)) with this timeline's strength
     quality: float  # raw: the appearance's identity score at observation
     identity: float  # raw: DINOv2 cosine to the character's reference (or first accepted appearance)
+    terms: tuple = ()  # (relevance, retention, quality) as they enter the score
+    strength: Optional[float] = None  # on this timeline (None: as formed)
+    reinforced_clock: Optional[float] = None  # on this timeline (None: as formed)
+    uses: int = 0  # uses of this memory by ancestors of the scene
 
     @property
     def frame_path(self) -> str:

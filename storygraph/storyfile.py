@@ -304,6 +304,19 @@ def _file(r: _Reader, node: Node, field: str) -> str:
     return str(full)
 
 
+def file_sha(path: Optional[str]) -> Optional[str]:
+    """A fingerprint of a (reference image) file's bytes, so that a reload notices a file replaced in place."""
+    if not path:
+        return None
+    import hashlib
+
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 def _setting(kind: type, s: Setting) -> Parser:
     """The parser of a generation setting, from its declaration in :class:`storygraph.domain.GenerationDefaults`."""
     if kind is str:
@@ -481,13 +494,14 @@ def _build(r: _Reader, top: _Rec, source_path: str) -> Story:
         characters.append(Character(
             id=rec.get("id"), name=rec.get("name"), description=rec.get("description"),
             reference_path=rec.get("reference"), decay_tau=rec.get("decay_tau"),
+            reference_sha=file_sha(rec.get("reference")),
         ))
     environments: list[Environment] = []
     for rec in top.get("environments", []):
         ids.add(rec.get("id"), "environment", rec)
         environments.append(Environment(
             id=rec.get("id"), description=rec.get("description"), name=rec.get("name", ""),
-            reference_path=rec.get("reference"),
+            reference_path=rec.get("reference"), reference_sha=file_sha(rec.get("reference")),
         ))
     char_ids = [c.id for c in characters]
     env_ids = [e.id for e in environments]
@@ -560,7 +574,7 @@ def _scene(r: _Reader, rec: _Rec, char_ids: list[str], env_ids: list[str],
             r.fail(ref.nodes["frame_index"], ref.sub("frame_index"),
                    f"frame {index} is past the scene's {frames} frames", f"a frame index from 0 to {frames - 1}")
         references.append(Reference(path=ref.get("path"), kind=kind, character=who, frame_index=index,
-                                    strength=ref.get("strength", 1.0)))
+                                    strength=ref.get("strength", 1.0), sha=file_sha(ref.get("path"))))
 
     gen = {k: rec.get(k) for k in _GENERATION}
     return SceneSpec(

@@ -1,10 +1,15 @@
 """StoryEngine: plan → retrieve → condition → generate → observe → commit, one scene at a time.
 
 The graph is the source of truth. A scene goes planned → generating → done | failed; each take is
-committed in one transaction (take, appearances with embeddings, provenance, reinforcement of the memories it
-used, APPEARS_IN updates, an Event), and only then is the vector index updated, so a crash at any point
-leaves a story that ``resume`` finishes: committed takes are never made twice, and the index is reconciled
-with the graph on open.
+committed in one transaction (take, appearances with embeddings, provenance, APPEARS_IN updates, an Event), and
+only then is the vector index updated, so a crash at any point leaves a story that ``resume`` finishes: committed
+takes are never made twice, the index is reconciled with the graph on open, and a scene whose process died is
+``interrupted`` and made again.
+
+Edits ripple (see :mod:`storygraph.ripple`): changing a scene, its place on a timeline, a character or place it
+shows, or the take chosen upstream makes the generated scenes made from it ``stale``; they keep their media until
+``run`` makes them again, parents first. New takes compete with the chosen one: the choice only changes when a new
+take beats it on ``best_take_by`` (or when the user chooses). Media paths are stored relative to the story folder.
 
 The engine is put together from parts with one job each: the store (the graph), a :class:`ModelRegistry`
 (models loaded on first use), an :class:`IndexKeeper` (the vector indexes), a :class:`TakeBook` (seeds, request
@@ -19,12 +24,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from .. import mediapaths
 from ..config import Config
 from ..domain import MEMORY_MODES, Character, Environment, SceneSpec, Story, Transition
 from ..faults import crash_point
 from ..graphdb import SceneCommit, SceneContext, SceneRecord, StoryStore, TakeRecord, TransitionRecord, open_store
-from ..timeline import child_placement, place_scenes, transition_decay
-from .errors import EngineError, GenerationBusy, InvalidRequest, NotReady, SceneExists, SceneNotFound
+from ..ripple import Cause, subtree
+from ..timeline import child_placement, place_scenes, timeline_order, transition_decay
+from .errors import (
+    EngineError, GenerationBusy, InvalidRequest, NotReady, SceneExists, SceneHasChildren, SceneNotFound,
+)
 from .indexes import IndexKeeper
 from .locks import GenerationLock
 from .models import ModelRegistry
@@ -32,7 +41,7 @@ from .prompts import build_prompt, retrieval_text
 from .takes import TakeBook, TakeOutcome
 
 __all__ = ["StoryEngine", "STAGES", "SceneWork", "EngineError", "SceneNotFound", "SceneExists", "NotReady",
-           "GenerationBusy", "InvalidRequest"]
+           "GenerationBusy", "InvalidRequest", "SceneHasChildren"]
 
 STAGES = ("plan", "retrieve", "condition", "generate", "observe", "commit")
 ProgressFn = Callable[[str, str, dict], None]  # (scene id, stage, info)
@@ -56,6 +65,7 @@ class SceneWork:
     parent_frames: Optional[list] = None  # the parent take's last frames, oldest first
     plan: Any = None  # the ConditioningPlan
     reference: Any = None  # the composed reference sheet (a ReferenceInput) in reference mode
+    notes: list = field(default_factory=list)  # what could not be used (a memory whose frame is gone), in words
 
     @property
     def scene(self) -> SceneRecord:
@@ -75,7 +85,9 @@ class StoryEngine:
         self.index = index or IndexKeeper(self.dir / "vectors", store, config.models.device,
                                           config.engine.index_save_every)
         self.lock = lock or GenerationLock(self.dir)
-        self.takes = takes or TakeBook(store, config.engine, config.memory)
+        self.takes = takes or TakeBook(store, config.engine, config.memory,
+                                       media_ok=lambda path: mediapaths.exists(self.dir, path))
+        self.last_load = None  # the LoadSummary of the last load(): what changed, what is stale now
         self._retriever = None
         self._held: list = []  # stage events not yet written
         self._listeners: list[Callable] = []
@@ -106,7 +118,22 @@ class StoryEngine:
         store = open_store(graph or folder, story, database=database, memory=config.memory)
         models = ModelRegistry(config, folder, lambda: reference_root(store, folder), generator=generator,
                                encoders=encoders)
-        return cls(folder, store, config, models=models)
+        engine = cls(folder, store, config, models=models)
+        try:
+            engine._recover()
+        except BaseException:
+            engine.close()
+            raise
+        return engine
+
+    def _recover(self) -> None:
+        """After a crash or a move: media paths relative to this folder, and (where no other process can be
+        generating) scenes left ``generating`` marked ``interrupted``. An embedded store did the latter on open."""
+        if self.store.story_id is None and not self.store.stories():
+            return
+        self.store.migrate_media_paths(self.dir)
+        if self.store.multi_story and self.lock.idle():
+            self.store.mark_interrupted()
 
     def close(self) -> None:
         self.index.save()
@@ -124,16 +151,21 @@ class StoryEngine:
         from ..storyfile import load_story
 
         story = story_or_path if isinstance(story_or_path, Story) else load_story(story_or_path)
-        self.store.load_story(story)
+        with self.index.moving() as moving:  # a changed transition may move scenes (appearances carry placements)
+            self.last_load = self.store.load_story(story)
+            moving["moved"] = bool(self.last_load.changes.get("placed"))
         return story
 
-    def add_character(self, character: Character) -> None:
-        self.store.upsert_character(character)
-        self.store.append_event("character.updated", character.id)
+    def add_character(self, character: Character) -> dict:
+        """Add or change a character; returns ``{scene id: reason}`` of the scenes the change made stale."""
+        marks = self.store.upsert_character(character)
+        self.store.append_event("character.updated", character.id, {"stale": len(marks)})
+        return marks
 
-    def add_environment(self, environment: Environment) -> None:
-        self.store.upsert_environment(environment)
-        self.store.append_event("environment.updated", environment.id)
+    def add_environment(self, environment: Environment) -> dict:
+        marks = self.store.upsert_environment(environment)
+        self.store.append_event("environment.updated", environment.id, {"stale": len(marks)})
+        return marks
 
     def add_scene(self, spec: SceneSpec, parent_id: Optional[str] = None, kind: str = "cut",
                   gap: Optional[float] = None) -> SceneRecord:
@@ -156,7 +188,8 @@ class StoryEngine:
         return self.store.scene(spec.id)
 
     def update_scene(self, scene_id: str, **fields) -> SceneRecord:
-        """Change a scene's spec (action, characters, lighting…); a generated scene goes back to planned."""
+        """Change a scene's spec (action, characters, lighting…). A generated scene becomes stale (it keeps its
+        media until made again) with every scene made from it; one not generated yet stays planned."""
         scene = self.store.scene(scene_id)
         if scene is None:
             raise SceneNotFound(f"no scene {scene_id!r}")
@@ -168,25 +201,94 @@ class StoryEngine:
             raise InvalidRequest(f"unknown scene field(s) {sorted(bad)}")
         if fields.get("memory") is not None and fields["memory"] not in MEMORY_MODES:
             raise InvalidRequest(f"memory: expected one of {', '.join(MEMORY_MODES)}, got {fields['memory']!r}")
-        spec = replace(scene.spec, **fields)
-        self.store.upsert_scene(spec, scene.placement)
-        if scene.status != "planned":
-            self.store.set_scene_status(scene_id, "planned", note="edited")
-        else:
-            self.store.append_event("scene.updated", scene_id)
+        self.store.update_scene(replace(scene.spec, **fields))
         return self.store.scene(scene_id)
 
-    def add_transition(self, transition: Transition) -> None:
-        """Join two scenes. The child's placement (clock, branch) is recomputed from the whole story."""
-        transitions = [Transition(t.from_id, t.to_id, t.kind, t.gap) for t in self.store.transitions()]
-        transitions = [t for t in transitions if t.to_id != transition.to_id] + [transition]
+    def add_transition(self, transition: Transition) -> dict:
+        """Join two scenes. A scene has one incoming transition: one from another parent replaces it in the same
+        transaction, placements (clock, branch) are recomputed from the whole story, and the moved subtree is
+        stale. Returns ``{scene id: reason}`` of the scenes marked stale."""
+        for sid in (transition.from_id, transition.to_id):
+            if self.store.scene(sid) is None:
+                raise SceneNotFound(f"no scene {sid!r}")
+        old = {t.to_id: t for t in self.store.transitions()}
+        before = old.get(transition.to_id)
+        transitions = [Transition(t.from_id, t.to_id, t.kind, t.gap) for t in old.values()
+                       if t.to_id != transition.to_id] + [transition]
+        record = self._transition_record(transition)
+        changed: dict = {}
+        if before is None or before.from_id != transition.from_id:
+            text = f"moved: now follows {transition.from_id}"
+        elif (before.kind, float(before.gap)) != (record.kind, float(record.gap)):
+            text = None
+            what = [n for n, a, b in (("kind", before.kind, record.kind), ("gap", float(before.gap), record.gap))
+                    if a != b]
+            changed[transition.to_id] = Cause(transition.to_id,
+                                              f"transition from {transition.from_id} changed: {', '.join(what)}")
+        else:
+            text = None
+        marks = self._retime(transitions, changed, moved=(transition.to_id, text) if text else None,
+                             upsert=[record])
+        self.store.append_event("transition.added", transition.to_id, {"from": transition.from_id, "stale": len(marks)})
+        return marks
+
+    def delete_transition(self, from_id: str, to_id: str) -> dict:
+        """Remove a transition: ``to_id`` starts a timeline of its own, and it and the scenes after it are stale."""
+        old = [Transition(t.from_id, t.to_id, t.kind, t.gap) for t in self.store.transitions()]
+        if not any(t.from_id == from_id and t.to_id == to_id for t in old):
+            raise SceneNotFound(f"no transition from {from_id!r} to {to_id!r}")
+        transitions = [t for t in old if not (t.from_id == from_id and t.to_id == to_id)]
+        marks = self._retime(transitions, {}, moved=(to_id, f"moved: detached from {from_id}"),
+                             delete=[(from_id, to_id)])
+        self.store.append_event("transition.deleted", to_id, {"from": from_id, "stale": len(marks)})
+        return marks
+
+    def _retime(self, transitions: list[Transition], changed: dict, moved=None, upsert=(), delete=()) -> dict:
+        """Write a new set of transitions: placements recomputed, ``moved = (scene, why)`` and its subtree stale."""
         scenes = self.store.scenes()
         placements = place_scenes([s.id for s in scenes], transitions)
-        self.store.upsert_transition(self._transition_record(transition))
-        for s in scenes:
-            if placements[s.id] != s.placement:
-                self.store.upsert_scene(s.spec, placements[s.id])
-        self.store.append_event("transition.added", transition.to_id, {"from": transition.from_id})
+        if moved is not None:
+            root, text = moved
+            for sid in subtree(placements, root):
+                changed.setdefault(sid, Cause(root, text))
+        new = {s.id: placements[s.id] for s in scenes if placements[s.id] != s.placement}
+        with self.index.moving() as moving:
+            moving["moved"] = bool(new)
+            return self.store.set_timeline(upsert=list(upsert), delete=list(delete), placements=new,
+                                           changed=changed)
+
+    def delete_scene(self, scene_id: str, cascade: bool = False) -> list[str]:
+        """Delete a scene with its takes, appearances and media. A scene with generated scenes after it is refused
+        unless ``cascade`` (then they go too); scenes not generated yet that followed it start timelines of their
+        own. Returns the ids deleted."""
+        scenes = {s.id: s for s in self.store.scenes()}
+        if scene_id not in scenes:
+            raise SceneNotFound(f"no scene {scene_id!r}")
+        with self.lock.held():
+            transitions = [Transition(t.from_id, t.to_id, t.kind, t.gap) for t in self.store.transitions()]
+            after = subtree({s.id: s.placement for s in scenes.values()}, scene_id)[1:]
+            generated = [sid for sid in after if scenes[sid].chosen_take is not None]
+            if generated and not cascade:
+                raise SceneHasChildren(
+                    f"scene {scene_id!r} has generated scenes after it ({', '.join(generated[:5])}"
+                    f"{', …' if len(generated) > 5 else ''}): delete them too with cascade (--cascade), or move "
+                    "them first")
+            ids = [scene_id] + (after if cascade else [])
+            gone = set(ids)
+            rest = [t for t in transitions if t.from_id not in gone and t.to_id not in gone]
+            placements = place_scenes([s for s in scenes if s not in gone], rest)
+            new = {sid: pl for sid, pl in placements.items() if pl != scenes[sid].placement}
+            apps = [a.id for sid in ids for a in self.store.appearances(scene_id=sid, accepted_only=False,
+                                                                        with_vectors=False)]
+            with self.index.moving() as moving:
+                moving["moved"] = bool(new)
+                self.store.delete_scenes(ids, new)
+            self.index.remove(apps)
+            import shutil
+
+            for sid in ids:
+                shutil.rmtree(self.dir / "media" / sid, ignore_errors=True)
+        return ids
 
     def _transition_record(self, t: Transition) -> TransitionRecord:
         gap = t.effective_gap
@@ -254,33 +356,45 @@ class StoryEngine:
 
     # -- generation ------------------------------------------------------------------------------
     def run(self, until: Optional[str] = None, takes: Optional[int] = None,
-            progress: Optional[ProgressFn] = None) -> list[str]:
-        """Generate every unfinished scene in timeline order (stopping after ``until``); returns their ids.
+            progress: Optional[ProgressFn] = None, keep_stale: bool = False) -> list[str]:
+        """Generate every scene that needs it — planned, stale, failed, interrupted — in timeline order (parents
+        first; stopping after ``until``); returns their ids.
 
-        A scene whose parent is not done is skipped (its parent failed); a killed run resumes here.
+        A done scene whose chosen video went missing is stale first. ``keep_stale`` leaves stale scenes as they are
+        (their media stands in for them as parents). A scene whose parent is not done is skipped (its parent
+        failed, or is stale and kept); a killed run resumes here.
         """
         done_ids = []
         with self.lock.held():
-            for scene in self.store.scenes():
-                if scene.status == "done":
-                    if scene.id == until:
+            self.mark_missing_media()
+            scenes = self.store.scenes()
+            order = timeline_order({s.id: s.placement for s in scenes})
+            for sid in order:
+                scene = self.store.scene(sid)  # read again: making a parent again may have made this one stale
+                if scene is None:
+                    continue
+                if scene.status == "done" or (scene.status == "stale" and keep_stale):
+                    if sid == until:
                         break
+                    continue
+                if scene.status == "generating":  # another worker of this process is on it
                     continue
                 parent_id = scene.placement.parent_id
                 if parent_id is not None:
                     parent = self.store.scene(parent_id)
-                    if parent is None or parent.status != "done":
+                    if parent is None or not self._usable_parent(parent, keep_stale):
                         continue
-                self._run_scene(scene.id, takes or self.config.engine.takes, progress)
-                done_ids.append(scene.id)
-                if scene.id == until:
+                self._run_scene(sid, takes or self.config.engine.takes, progress, keep_stale=keep_stale)
+                done_ids.append(sid)
+                if sid == until:
                     break
         return done_ids
 
     def generate(self, scene_id: str, takes: int = 1, progress: Optional[ProgressFn] = None) -> list[TakeRecord]:
-        """Generate ``takes`` takes of one scene; the best continues the timeline."""
+        """Generate ``takes`` more takes of one scene. They compete with the chosen take (unless the scene is stale
+        or its media is gone): the choice changes only when one of them beats it on ``best_take_by``."""
         with self.lock.held():
-            return self._run_scene(scene_id, takes, progress)
+            return self._run_scene(scene_id, takes, progress, keep_stale=True)
 
     def compare(self, modes, scene_ids=None, progress: Optional[ProgressFn] = None):
         """Generate done scenes again under each memory mode in ``modes``, as sibling takes that never replace the
@@ -291,7 +405,12 @@ class StoryEngine:
             return compare_modes(self, modes, scene_ids, progress)
 
     def choose_take(self, scene_id: str, take: int) -> None:
+        """Make ``take`` the one that continues the timeline; scenes made from the one it replaces become stale."""
         with self.lock.held():
+            if take not in {t.take for t in self.store.takes(scene_id)}:
+                if self.store.scene(scene_id) is None:
+                    raise SceneNotFound(f"no scene {scene_id!r}")
+                raise SceneNotFound(f"scene {scene_id!r} has no take {take}")
             self.store.choose_take(scene_id, take)
             self.index.update_scene(scene_id)
 
@@ -299,19 +418,47 @@ class StoryEngine:
         """A scene's context from the graph, ready for the stages."""
         return SceneWork(self.store.scene_context(scene_id))
 
-    def _run_scene(self, scene_id: str, takes: int, progress: Optional[ProgressFn]) -> list[TakeRecord]:
+    def stale_scenes(self, after: Optional[str] = None) -> list[str]:
+        """Ids of the stale scenes in timeline order; with ``after``, only that scene and the ones after it."""
+        scenes = self.store.scenes()
+        placements = {s.id: s.placement for s in scenes}
+        if after is not None and after not in placements:
+            raise SceneNotFound(f"no scene {after!r}")
+        within = set(subtree(placements, after)) if after is not None else set(placements)
+        stale = {s.id for s in scenes if s.status == "stale" and s.id in within}
+        return [sid for sid in timeline_order(placements) if sid in stale]
+
+    def mark_missing_media(self) -> dict:
+        """Done scenes whose chosen video is gone become stale ("media missing"), with what was made from them;
+        returns ``{scene id: reason}`` of the scenes marked."""
+        changed = {s.id: Cause(s.id, f"media missing: {s.video_path}") for s in self.store.scenes(status="done")
+                   if s.chosen_take is not None and not mediapaths.exists(self.dir, s.video_path)}
+        return self.store.mark_stale(changed) if changed else {}
+
+    def _usable_parent(self, parent: SceneRecord, allow_stale: bool) -> bool:
+        """A parent a scene can be made after: done (or stale, when allowed) with its media there."""
+        if parent.status != "done" and not (allow_stale and parent.status == "stale"):
+            return False
+        return mediapaths.exists(self.dir, parent.video_path)
+
+    def _run_scene(self, scene_id: str, takes: int, progress: Optional[ProgressFn],
+                   keep_stale: bool = False) -> list[TakeRecord]:
         if takes < 1:
             raise InvalidRequest("takes must be at least 1")
         ctx = self.store.scene_context(scene_id)
-        if ctx.parent is not None and ctx.parent.status != "done":
-            raise NotReady(f"scene {scene_id!r} follows {ctx.parent.id!r}, which is not generated yet")
+        if ctx.parent is not None and not self._usable_parent(ctx.parent, keep_stale):
+            why = "its media is missing" if ctx.parent.status in ("done", "stale") else "not generated yet"
+            raise NotReady(f"scene {scene_id!r} follows {ctx.parent.id!r}, which is {why}")
         self.indexes()  # reconcile before reading memory
         self.store.set_scene_status(scene_id, "generating")
         try:
             return self._generate_takes(SceneWork(ctx), takes, progress)
         except BaseException as e:
-            if isinstance(e, Exception):
-                self.store.set_scene_status(scene_id, "failed", note=f"{type(e).__name__}: {e}")
+            status = "failed" if isinstance(e, Exception) else "interrupted"
+            try:
+                self.store.set_scene_status(scene_id, status, note=f"{type(e).__name__}: {e}")
+            except Exception:  # the original error matters more
+                pass
             raise
 
     def _generate_takes(self, work: SceneWork, takes: int, progress: Optional[ProgressFn]) -> list[TakeRecord]:
@@ -322,7 +469,8 @@ class StoryEngine:
         self._retrieve(work)
         self._stage(sid, "condition", progress, log=False)
         self._condition(work)
-        numbers, committed = self.takes.plan(work.scene, takes, work.prompt, work.plan.records)
+        upstream = work.ctx.parent.chosen_take if work.ctx.parent is not None else None
+        numbers, committed = self.takes.plan(work.scene, takes, work.prompt, work.plan.records, upstream)
         outcomes: list[TakeOutcome] = []
         for n in numbers:
             if n in committed:  # made by a run that was stopped before it chose: never made twice
@@ -332,8 +480,9 @@ class StoryEngine:
             self._stage(sid, "generate", progress, take=n, seed=seed)
             result, media = self._generate(work, n, seed)
             self._stage(sid, "observe", progress, take=n)
-            outcomes.append(self._observe(work, n, seed, result, media))
-        best = self.takes.best(outcomes)
+            outcomes.append(self._observe(work, n, seed, result, media, upstream))
+        incumbent = self.takes.incumbent(work.scene, committed, numbers)
+        best = self.takes.best(outcomes, incumbent)
         self._stage(sid, "commit", progress, take=best.take.take)
         self._commit(work, outcomes, best)
         return [o.take for o in outcomes]
@@ -372,10 +521,21 @@ class StoryEngine:
 
             embs = self.encoders.embed_dino_images([load_image(p) for p in ref_paths.values()])
             work.references = dict(zip(ref_paths, embs))
+        k = self.config.engine.retrieve_k
         for c, q in zip(chars, text_emb):
-            work.memories[c.id] = self.retriever.nearest_prior_appearances(
-                ctx.scene, c.id, self.config.engine.retrieve_k, text_query=q, identity_ref=work.references.get(c.id),
+            found = self.retriever.nearest_prior_appearances(
+                ctx.scene, c.id, k + SPARE_MEMORIES, text_query=q, identity_ref=work.references.get(c.id),
                 tau_character=c.decay_tau)
+            kept = []
+            for cand in found:
+                a = cand.appearance
+                full = mediapaths.resolve(self.dir, a.frame_path)
+                if full is None or not full.is_file():  # a memory whose frame is gone is skipped, and said so
+                    work.notes.append(f"memory {a.id} skipped: its frame {a.frame_path} is missing")
+                    continue
+                a.frame_path = str(full)  # the generator reads it from this folder
+                kept.append(cand)
+            work.memories[c.id] = kept[:k]
 
     def _reference_path(self, path: str) -> str:
         p = Path(path)
@@ -389,7 +549,11 @@ class StoryEngine:
 
         ctx, cfg = work.ctx, self.config.engine
         if ctx.parent is not None and ctx.parent.last_frame_path:
-            work.parent_frames = read_last_frames(Path(ctx.parent.last_frame_path).parent, cfg.extension_frames)
+            take_dir = mediapaths.resolve(self.dir, ctx.parent.last_frame_path).parent
+            try:
+                work.parent_frames = read_last_frames(take_dir, cfg.extension_frames)
+            except FileNotFoundError:
+                work.notes.append(f"the last frames of {ctx.parent.id} are missing ({take_dir})")
         spec = ctx.scene.spec
         work.plan = plan_conditioning(
             spec, ctx.transition, work.memories, work.parent_frames,
@@ -425,8 +589,8 @@ class StoryEngine:
         crash_point("after_generate")
         return result, written
 
-    def _observe(self, work: SceneWork, take: int, seed: int, result, written) -> TakeOutcome:
-        """Scores and the appearances to remember, from the take's frames."""
+    def _observe(self, work: SceneWork, take: int, seed: int, result, written, upstream=None) -> TakeOutcome:
+        """Scores and the appearances to remember, from the take's frames (paths stored relative to the folder)."""
         from .observer import CharacterMemory
 
         ctx, scene = work.ctx, work.scene
@@ -437,31 +601,41 @@ class StoryEngine:
                         for c in ctx.characters],
             parent_last_frame=work.parent_frames[-1] if work.parent_frames else None, media_dir=written.take_dir,
             clock=scene.clock, branch=scene.placement.branch, pos=scene.placement.pos, take=take)
-        record = TakeRecord(scene.id, take, seed, work.prompt, str(written.video_path),
-                            str(written.last_frame_path), str(written.take_dir), obs.scores,
+        rel = lambda path: mediapaths.relative(self.dir, str(path))  # noqa: E731
+        for a in obs.appearances:
+            a.frame_path = rel(a.frame_path)
+        record = TakeRecord(scene.id, take, seed, work.prompt, rel(written.video_path), rel(written.last_frame_path),
+                            rel(written.take_dir), obs.scores,
                             request_key=self.takes.request_key(scene.spec, take, work.prompt, work.plan.records,
-                                                               seed=seed))
+                                                               seed=seed, upstream=upstream))
         return TakeOutcome(record, SceneCommit(record, obs.appearances, work.plan.records),
                            attempts=list(result.attempts))
 
     def _commit(self, work: SceneWork, outcomes: list[TakeOutcome], best: TakeOutcome) -> None:
-        """Every take into the graph, the best last (it continues the timeline, with the reinforcement of the
-        memories it used); then the vector index and the scene's done Event."""
+        """Every take into the graph, the chosen one last (it continues the timeline; when the chosen take kept its
+        place, it is chosen again); then the vector index and the scene's done Event."""
         scene = work.scene
-        for o in outcomes:
-            for line in o.attempts:
-                self.store.set_scene_status(scene.id, "generating", note=f"take {o.take.take}: {line}")
-        for o in sorted(outcomes, key=lambda o: o is best):  # the chosen take last, so the scene ends "done"
-            chosen = o is best
-            reinforcements = self.takes.reinforcements(work.plan.records, o.take, scene.clock) if chosen else []
-            if o.recovered:
-                if chosen:
-                    self.store.choose_take(scene.id, o.take.take, reinforcements)
-                continue
-            o.commit.choose = chosen
-            o.commit.reinforcements = reinforcements
-            self.store.commit_take(o.commit)
+        notes = list(work.notes) + [f"take {o.take.take}: {line}" for o in outcomes for line in o.attempts]
+        for line in notes:
+            self.store.set_scene_status(scene.id, "generating", note=line)
+        new = [o for o in outcomes if o is not best]
+        for o in new:
+            if not o.recovered:
+                o.commit.choose = False
+                self.store.commit_take(o.commit)
+        if best.recovered:
+            self.store.choose_take(scene.id, best.take.take)
+        else:
+            best.commit.choose = True
+            self.store.commit_take(best.commit)
         crash_point("after_commit")
         self.index.update_scene(scene.id)
+        now = self.store.scene(scene.id)
+        if now is not None and now.spec != work.scene.spec:  # edited while it was being made
+            self.store.mark_stale({scene.id: Cause(scene.id, "edited while it was being generated")})
         self.store.append_event("scene.done", scene.id, {"take": best.take.take,
                                                          "scores": best.take.scores.as_dict()})
+
+
+#: Memories retrieved beyond ``retrieve_k`` per character, so that one whose frame is gone can be skipped.
+SPARE_MEMORIES = 4

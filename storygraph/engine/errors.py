@@ -1,5 +1,6 @@
 """What the engine refuses, by kind (see :mod:`storygraph.errors`): a scene that is not there or is there
-already, a scene whose parent is not generated yet, a story another generation holds, a request it cannot take."""
+already, a scene whose parent is not generated yet, a story another generation holds, a deletion that would strand
+generated scenes, a request it cannot take."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ class NotReady(EngineError, Conflict):
 
 class GenerationBusy(EngineError, Conflict):
     """Another generation holds the story: in this process (one worker at a time) or in another one."""
+
+
+class SceneHasChildren(EngineError, Conflict):
+    """Deleting the scene would leave generated scenes without the scene they were made after."""
 
 
 class InvalidRequest(EngineError, InvalidInput):

@@ -1,7 +1,12 @@
 """The default backend: an embedded LadybugDB database in a folder on disk.
 
+One story per folder: the tables are keyed on ids alone, so a folder holds exactly one story and loading another
+into it is refused (:class:`~.store.StoreConflict`); use a folder per story, or Neo4j for several in one graph.
+
 One process may open a database for writing; the viewer and the engine therefore share one
-``EmbeddedStore`` in one process. A lock serialises this process's threads on the one connection.
+``EmbeddedStore`` in one process. A lock serialises this process's threads on the one connection. Since no other
+process can be writing while this one holds the database, a scene it finds ``generating`` was left so by a process
+that died: opening for writing marks it ``interrupted``.
 
 Console (user-written, read-only) queries never run on that connection: ``console.py`` runs each in a
 sandboxed child that opens the database file read-only. For the child to read a consistent file while the
@@ -49,6 +54,7 @@ def _wrapped(e: RuntimeError) -> StoreError:
 class EmbeddedStore(CypherStore):
     backend = "ladybug"
     dialect = "ladybug"
+    multi_story = False
 
     def __init__(self, path, story_id: Optional[str] = None, memory: Optional[MemoryParams] = None,
                  read_only: bool = False, create: bool = True):
@@ -75,6 +81,10 @@ class EmbeddedStore(CypherStore):
         self._readers_lock = threading.Lock()
         if not read_only:
             self.setup_schema()
+            try:
+                self.mark_interrupted()
+            except StoreError:  # several stories in an old folder and none named: the caller will say so
+                pass
 
     def _execute(self, cypher: str, params: Optional[dict] = None):
         try:

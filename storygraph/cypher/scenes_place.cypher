@@ -1,0 +1,4 @@
+UNWIND $rows AS r
+MATCH (s:Scene {story_id: $story, id: r.id})
+SET s.clock = r.clock, s.branch = r.branch, s.pos = r.pos, s.parent_id = r.parent_id,
+    s.lineage_branches = r.lineage_branches, s.lineage_upto = r.lineage_upto
