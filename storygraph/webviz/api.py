@@ -211,6 +211,7 @@ def scene(scene_id: str):
             "decay": ctx.transition.decay},
         "environment": None if ctx.environment is None else {
             "id": ctx.environment.id, "name": ctx.environment.name, "description": ctx.environment.description},
+        "stale_reason": rec.stale_reason or None, "stale_from": rec.stale_from or None,
         "prompt": rec.prompt, "seed": rec.seed, "scores": _scores(rec.scores), "chosen_take": rec.chosen_take,
         "takes_count": rec.takes, "notes": rec.notes, "video_url": media.url(rec.video_path, must_exist=True),
         "thumb_url": media.url(rec.last_frame_path), "takes": takes, "conditioning": conditioning,

@@ -131,6 +131,8 @@
       { selector: 'node.status-done', style: { 'background-color': '#2f6f4f', 'border-color': '#58c08a' } },
       { selector: 'node.status-generating', style: { 'border-color': '#f0a030', 'border-style': 'dashed', 'border-width': 4 } },
       { selector: 'node.status-failed', style: { 'background-color': '#6f2f2f', 'border-color': '#e05555' } },
+      { selector: 'node.status-stale', style: { 'background-color': '#5f5220', 'border-color': '#e0c040', 'border-style': 'dotted', 'border-width': 4 } },
+      { selector: 'node.status-interrupted', style: { 'background-color': '#4a3b63', 'border-color': '#f0a030' } },
       { selector: 'node.scene.thumb-on[?thumb]', style: { 'background-image': 'data(thumb)', 'background-fit': 'cover',
         'background-clip': 'node' } },
       { selector: 'node.character', style: { 'shape': 'ellipse', 'width': 44, 'height': 44,
@@ -644,6 +646,7 @@
     box.appendChild(h('div', { class: 'sub' }, `${d.id} · clock ${fmt(d.clock, 2)} · branch ${d.branch} · #${d.pos}`,
       d.transition_in ? h('div', {}, '← ', sceneLink(d.transition_in.from),
         ` (${d.transition_in.kind}, gap ${fmt(d.transition_in.gap, 2)}, retention ${fmt(d.transition_in.decay, 2)})`) : h('div', { text: 'starts a timeline' })));
+    renderStale(box, d);
     if (d.video_url) {
       box.appendChild(h('video', { class: 'media', id: 'scene-video', src: d.video_url, controls: true, preload: 'metadata',
         poster: d.thumb_url || null, playsinline: true }));
@@ -702,6 +705,28 @@
             ' ', playBtn))));
     }
     if (d.notes) { box.appendChild(h('h3', { text: 'Notes' })); box.appendChild(h('pre', { text: d.notes })); }
+  }
+
+  // a stale scene: why (the change and the scene it came from), and making it and the stale scenes after it again
+  function renderStale(box, d) {
+    if (!d.stale_reason) return;
+    const btn = d.editable ? h('button', { type: 'button', id: 'regen-downstream', text: 'Regenerate downstream',
+      onclick: () => regenerateDownstream(d.id) }) : null;
+    box.appendChild(h('div', { class: 'stale-box' }, h('b', { text: 'stale: ' }), d.stale_reason,
+      d.stale_from && d.stale_from !== d.id ? h('span', {}, ' · from ', sceneLink(d.stale_from)) : null, ' ', btn,
+      h('div', { id: 'regen-status', class: 'form-status' })));
+  }
+
+  async function regenerateDownstream(id) {
+    const st = $('#regen-status');
+    try {
+      const r = await api('POST', '/api/scenes/' + encodeURIComponent(id) + '/regenerate-downstream', {});
+      for (const j of r.jobs) S.jobs.set(j.id, j);
+      renderJobs();
+      if (st) { st.className = 'form-status ok'; st.textContent = `${r.jobs.length} scene(s) queued`; }
+    } catch (e) {
+      if (st) { st.className = 'form-status error'; st.textContent = e.message; }
+    }
   }
 
   async function generate(id, takes) {
