@@ -63,18 +63,19 @@ _SPEC_FIELDS = tuple(f.name for f in fields(SceneSpec) if f.name != "id")
 
 
 def _references_key(refs, known_sha: bool):
-    return tuple((r.path, r.kind, r.character, int(r.frame_index), float(r.strength), r.sha if known_sha else None)
+    return tuple((r.sha if known_sha else r.path, r.kind, r.character, int(r.frame_index), float(r.strength))
                  for r in refs)
 
 
 def spec_changes(old: SceneSpec, new: SceneSpec) -> list[str]:
     """The spec fields (``lighting``, ``characters``, ``references``, ``steps`` …) that differ between two specs of
-    a scene. A reference image's fingerprint counts only where the old spec knew it."""
+    a scene. A reference image is compared by its bytes' fingerprint where both specs know it (the same picture
+    at another path is no change), else by its path."""
     out = []
     for name in _SPEC_FIELDS:
         a, b = getattr(old, name), getattr(new, name)
         if name == "references":
-            known = all(r.sha is not None for r in a)
+            known = all(r.sha is not None for r in (*a, *b))
             if _references_key(a, known) != _references_key(b, known):
                 out.append(name)
         elif name == "characters":
@@ -95,9 +96,11 @@ def _value(x):
 
 
 def _reference_changed(old_path, old_sha, new_path, new_sha) -> bool:
-    if (old_path or None) != (new_path or None):
-        return True
-    return old_sha is not None and new_sha is not None and old_sha != new_sha
+    """By the image's fingerprint where both are known (a picture replaced in place is a change, the same picture
+    at another path is not), else by path."""
+    if old_sha is not None and new_sha is not None:
+        return old_sha != new_sha
+    return (old_path or None) != (new_path or None)
 
 
 def character_changes(old: Character, new: Character) -> list[str]:

@@ -187,6 +187,21 @@ def test_editing_a_done_scene_makes_it_stale_then_a_new_take_replaces_it(make_en
     assert e.store.scene(sid).stale_reason == ""
 
 
+def test_a_generation_stopped_by_ctrl_c_is_interrupted_and_run_makes_it(make_engine):
+    e = make_engine(ONE)
+
+    def stop(scene_id, stage, info):
+        if stage == "generate":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        e.generate("s01-arrival", progress=stop)
+    scene = e.store.scene("s01-arrival")
+    assert scene.status == "interrupted" and "KeyboardInterrupt" in scene.notes
+    assert e.run() == ["s01-arrival"]
+    assert e.store.scene("s01-arrival").status == "done"
+
+
 def test_a_new_branch_never_remembers_its_sibling(make_engine):
     from storygraph.timeline import child_placement
 
