@@ -527,28 +527,40 @@ def status(directory, graph, story_id, as_json):
     console.print(f"storygraph resume --dir {directory} makes them (stale ones included; --keep-stale leaves those)")
 
 
+def _story_options(f):
+    """``--story`` and ``--database``, for commands that open a story folder's engine."""
+    f = click.option("--database", default=None, envvar="NEO4J_DATABASE", help="Neo4j database name")(f)
+    return click.option("--story", "story_id", default=None, help="story id, when the graph holds several")(f)
+
+
+@contextmanager
+def _opened(directory, graph, story_id=None, database=None):
+    """The engine of an existing story folder, closed afterwards."""
+    _existing(directory)
+    engine = _engine(directory, graph, story_id, database)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
 @main.command()
 @click.argument("scene_id")
 @folder_options()
-@click.option("--story", "story_id", default=None, help="story id, when the graph holds several")
-@click.option("--database", default=None, envvar="NEO4J_DATABASE", help="Neo4j database name")
+@_story_options
 @click.option("--takes", type=click.IntRange(1, 64), default=1, show_default=True,
               help="takes to make; they compete with the chosen one, which changes only when one is better")
 def generate(scene_id, directory, graph, story_id, database, takes):
     """Generate takes of one scene (its parent must be generated)."""
-    _existing(directory)
-    engine = _engine(directory, graph, story_id, database)
-    try:
-        with _holding(engine):
-            before = engine.store.scene(scene_id)
-            if before is None:
-                raise NotFound(f"no scene {scene_id!r}")
-            made = engine.generate(scene_id, takes=takes)
-            after = engine.store.scene(scene_id)
-    except Exception as e:  # noqa: BLE001
-        _unexpected(e)
-    finally:
-        engine.close()
+    with _opened(directory, graph, story_id, database) as engine:
+        try:
+            with _holding(engine):
+                if engine.store.scene(scene_id) is None:
+                    raise NotFound(f"no scene {scene_id!r}")
+                made = engine.generate(scene_id, takes=takes)
+                after = engine.store.scene(scene_id)
+        except Exception as e:  # noqa: BLE001
+            _unexpected(e)
     kept = " (the chosen take stays: no new take beat it)" if after.chosen_take not in {t.take for t in made} else ""
     _console().print(f"{scene_id}: made take(s) {', '.join(str(t.take) for t in made)}; take {after.chosen_take} "
                      f"continues the timeline{kept}")
@@ -558,17 +570,13 @@ def generate(scene_id, directory, graph, story_id, database, takes):
 @click.argument("scene_id")
 @click.argument("take", type=int)
 @folder_options()
-@click.option("--story", "story_id", default=None, help="story id, when the graph holds several")
-@click.option("--database", default=None, envvar="NEO4J_DATABASE", help="Neo4j database name")
+@_story_options
 def choose(scene_id, take, directory, graph, story_id, database):
     """Make TAKE the take of SCENE that continues the timeline; scenes made from the one it replaces go stale."""
-    _existing(directory)
-    engine = _engine(directory, graph, story_id, database)
-    try:
+    with _opened(directory, graph, story_id, database) as engine:
+        before = {s.id for s in engine.store.scenes(status="stale")}
         engine.choose_take(scene_id, take)
-        stale = [s for s in engine.store.scenes(status="stale")]
-    finally:
-        engine.close()
+        stale = [s for s in engine.store.scenes(status="stale") if s.id not in before]
     _console().print(f"{scene_id}: take {take} chosen")
     for s in stale:
         _console().print(f"  {s.id} stale: {s.stale_reason}")
@@ -577,17 +585,12 @@ def choose(scene_id, take, directory, graph, story_id, database):
 @main.command()
 @click.argument("scene_id")
 @folder_options()
-@click.option("--story", "story_id", default=None, help="story id, when the graph holds several")
-@click.option("--database", default=None, envvar="NEO4J_DATABASE", help="Neo4j database name")
+@_story_options
 @click.option("--cascade", is_flag=True, help="also delete the generated scenes after it")
 def delete(scene_id, directory, graph, story_id, database, cascade):
     """Delete a scene with its takes, memory and media. Refused when generated scenes follow it, unless --cascade."""
-    _existing(directory)
-    engine = _engine(directory, graph, story_id, database)
-    try:
+    with _opened(directory, graph, story_id, database) as engine:
         gone = engine.delete_scene(scene_id, cascade=cascade)
-    finally:
-        engine.close()
     _console().print(f"deleted {len(gone)} scene(s): {', '.join(gone)}")
 
 
@@ -595,16 +598,11 @@ def delete(scene_id, directory, graph, story_id, database, cascade):
 @click.argument("from_id")
 @click.argument("to_id")
 @folder_options()
-@click.option("--story", "story_id", default=None, help="story id, when the graph holds several")
-@click.option("--database", default=None, envvar="NEO4J_DATABASE", help="Neo4j database name")
+@_story_options
 def delete_transition(from_id, to_id, directory, graph, story_id, database):
     """Delete the transition FROM -> TO: TO starts a timeline of its own, and it and what follows go stale."""
-    _existing(directory)
-    engine = _engine(directory, graph, story_id, database)
-    try:
+    with _opened(directory, graph, story_id, database) as engine:
         marks = engine.delete_transition(from_id, to_id)
-    finally:
-        engine.close()
     _console().print(f"deleted the transition {from_id} -> {to_id}; {len(marks)} scene(s) stale")
 
 
@@ -619,12 +617,9 @@ def check(directory, graph, story_id, repair, as_json):
 
     _existing(directory)
     if repair:
-        engine = _engine(directory, graph, story_id)
-        try:
+        with _opened(directory, graph, story_id) as engine:
             findings = checking.inspect(engine.store, directory)
             checking.repair(engine, findings)
-        finally:
-            engine.close()
     else:
         with _reading_store(graph or directory, story_id, None, read_only=True) as store:
             findings = checking.inspect(store, directory)

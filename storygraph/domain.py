@@ -287,6 +287,7 @@ class Appearance:
     ``strength`` and ``reinforced_clock`` are the memory as it was formed (``strength_init * identity`` at the
     scene's clock) and never change: what a later scene remembers of it is derived from the uses on that scene's
     own timeline (:func:`storygraph.engine.memory.strength_on_timeline`), so no branch changes another's memory.
+    ``uses`` lists the scenes whose chosen take used it (a copy of those ``CONDITIONED_ON`` edges, kept with it).
     """
 
     id: str
@@ -304,6 +305,8 @@ class Appearance:
     pos: int = 0
     take: int = 0
     accepted: bool = True  # False for appearances of takes that do not continue the timeline
+    # (scene id, identity kept) for every scene whose chosen take was conditioned on it, on any timeline
+    uses: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)

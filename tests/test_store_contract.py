@@ -13,7 +13,7 @@ from storygraph.domain import Appearance, Character, ConditionRecord, Environmen
 from storygraph.graphdb import StoreError
 from storygraph.graphdb import queries
 from storygraph.graphdb.base import CypherStore
-from storygraph.graphdb.store import AppearanceUse, SceneCommit, StoreConflict, TakeRecord, TransitionRecord
+from storygraph.graphdb.store import SceneCommit, StoreConflict, TakeRecord, TransitionRecord
 from storygraph.ripple import Cause
 
 def small_story() -> Story:
@@ -142,8 +142,12 @@ def test_takes_choose_and_the_uses_of_a_memory(store):
     # a memory is stored as it was formed; its uses (by chosen takes, with the identity each kept) are read apart
     formed = store.appearances(ids=["a#0#mara"])[0]
     assert (formed.strength, formed.reinforced_clock) == (1.0, 0.0)
-    assert store.appearance_uses(["a#0#mara", "b#0#mara"]) == [AppearanceUse("a#0#mara", "b", 1.0, "a", 1, 0.7)]
-    assert store.appearance_uses([]) == []
+    uses = {a.id: a.uses for a in store.appearances(ids=["a#0#mara", "b#0#mara"], with_vectors=False)}
+    assert uses == {"a#0#mara": [("b", 0.7)], "b#0#mara": []}
+    assert store.scene_placements(["b", "nope"]) == {"b": (1.0, "a", 1)} and store.scene_placements([]) == {}
+    # the index rebuilt from the edges says the same (an older story is indexed once, when an engine opens it)
+    assert store.memory_indexed() and store.index_memory() == 1
+    assert [a.uses for a in store.appearances(ids=["a#0#mara"], with_vectors=False)] == [[("b", 0.7)]]
     assert store.conditioned_on("b") == cond  # the mode and the negative (before the clip) index kept
     modes = store.query("MATCH (:Scene {id: 'b'})-[r:CONDITIONED_ON]->() RETURN r.mode AS m, r.frame_index AS i "
                         "ORDER BY i").rows
@@ -155,7 +159,7 @@ def test_takes_choose_and_the_uses_of_a_memory(store):
     store.choose_take("b", 1)
     assert store.scene("b").chosen_take == 1 and store.scene("b").prompt == "prompt b 1"
     assert {a.id for a in store.appearances(character_id="mara")} == {"a#0#mara", "b#1#mara"}
-    assert store.appearance_uses(["a#0#mara"]) == []  # take 1 of b used nothing
+    assert store.appearances(ids=["a#0#mara"])[0].uses == []  # take 1 of b used nothing
     with pytest.raises(StoreError):
         store.choose_take("b", 7)
 
@@ -215,6 +219,19 @@ def test_editing_a_scene_marks_it_and_exactly_what_was_made_from_it(store):
     store.set_scene_status("e", "failed", note="boom")
     assert store.update_scene(SceneSpec("e", "waits longer")) == {}
     assert store.scene("e").status == "planned"
+
+
+def test_a_large_stale_set_writes_one_event(store, monkeypatch):
+    import storygraph.graphdb.base as base
+
+    generated(store)
+    monkeypatch.setattr(base, "STALE_EVENTS_MAX", 2)
+    before = store.last_event_seq()
+    marks = store.update_scene(SceneSpec("a", "walks", ("mara",), "pier", lighting="green flare"))
+    assert set(marks) == {"a", "b", "c"}
+    events = store.events_since(before)
+    assert [(e.kind, e.ref_id) for e in events] == [("story.stale", "tiny")]
+    assert '"count": 3' in events[0].payload
 
 
 def test_marking_stale_a_changed_scene_and_a_source(store):
@@ -291,7 +308,9 @@ def test_set_timeline_moves_scenes_and_their_appearances_in_one_go(store):
 
 def test_deleting_scenes_takes_their_memory_with_them(store):
     generated(store)
+    assert store.appearances(ids=["a#0#mara"])[0].uses == [("b", 0.7)]
     marks = store.delete_scenes(["b"])
+    assert store.appearances(ids=["a#0#mara"])[0].uses == []  # b's use of it went with b
     assert marks == {"c": "upstream b: deleted"}
     assert [s.id for s in store.scenes()] == ["a", "c", "d"]
     assert {a.id for a in store.appearances(accepted_only=False)} == {"a#0#mara", "c#0#ivo", "d#0#ivo"}
@@ -376,7 +395,7 @@ def test_every_named_query_ran(backend, make_store, monkeypatch):
         test(s)
         s.close()  # each embedded database maps a large address range: hold one at a time
     dialect = "ladybug" if backend == "ladybug" else "neo4j"
-    bulk_only = {n for n in queries.names() if n.startswith("copy_")} | {"schema", "schema_upgrade"}
+    bulk_only = {n for n in queries.names() if n.startswith("copy_")} | {"schema"}
     expected = set(queries.all_for(dialect)) - bulk_only
     assert expected - used == set()
 

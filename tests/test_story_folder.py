@@ -110,7 +110,9 @@ def test_an_older_story_with_absolute_paths_is_re_rooted_when_moved(made, tmp_pa
 
     old = copy_of(made, tmp_path / "old")
     store = open_store(old, create=False)
-    try:  # as an older version wrote them: absolute, into the folder where the story was made
+    try:  # as an older version wrote them: absolute paths into the folder where it was made, no memory index
+        store._write_query("MATCH (a:Appearance) SET a.uses = NULL", {})
+        store._write_query("MATCH (s:Story) SET s.memory_index = NULL", {})
         for label, fields in (("Scene", ("video_path", "last_frame_path", "frames_dir")),
                               ("Take", ("video_path", "last_frame_path", "frames_dir")), ("Appearance", ("frame_path",))):
             for f in fields:
@@ -124,6 +126,19 @@ def test_an_older_story_with_absolute_paths_is_re_rooted_when_moved(made, tmp_pa
     assert "wrote 4 entries" in ok(storygraph_cli("export", "--dir", moved))  # read-only: re-rooted as read
     assert "5 scenes: 5 done" in ok(storygraph_cli("resume", "--dir", moved))  # opened for writing: migrated
     assert media_paths(moved) and not [p for p in media_paths(moved) if p and Path(p).is_absolute()]
+    # and each memory's uses were indexed again from the provenance of the chosen takes
+    from storygraph.graphdb import open_store
+
+    store = open_store(moved, create=False, read_only=True)
+    try:
+        edges = {(r[0], r[1]) for r in store.query(
+            "MATCH (u:Scene)-[r:CONDITIONED_ON]->(a:Appearance) WHERE r.take = u.chosen_take RETURN a.id, u.id",
+            {}).rows}
+        uses = {(a.id, sid) for a in store.appearances(accepted_only=False, with_vectors=False)
+                for a in store.appearances(ids=[a.id], accepted_only=False, with_vectors=False) for sid, _ in a.uses}
+    finally:
+        store.close()
+    assert edges and uses == edges
 
 
 def test_a_remembered_frame_deleted_is_skipped_and_the_story_completes(made, tmp_path):

@@ -127,11 +127,19 @@ class StoryEngine:
         return engine
 
     def _recover(self) -> None:
-        """After a crash or a move: media paths relative to this folder, and (where no other process can be
-        generating) scenes left ``generating`` marked ``interrupted``. An embedded store did the latter on open."""
-        if self.store.story_id is None and not self.store.stories():
+        """After a crash, a move or an upgrade: media paths relative to this folder, each memory's uses indexed,
+        and (where no other process can be generating) scenes left ``generating`` marked ``interrupted``. An
+        embedded store did the latter on open."""
+        from ..graphdb.store import StoreInputError
+
+        try:
+            if self.store.story_id is None and not self.store.stories():
+                return
+            self.store.migrate_media_paths(self.dir)
+            if not self.store.memory_indexed():  # written before memories kept their uses
+                self.store.index_memory()
+        except StoreInputError:  # several stories and none named: the first operation says so
             return
-        self.store.migrate_media_paths(self.dir)
         if self.store.multi_story and self.lock.idle():
             self.store.mark_interrupted()
 
@@ -216,19 +224,16 @@ class StoryEngine:
         transitions = [Transition(t.from_id, t.to_id, t.kind, t.gap) for t in old.values()
                        if t.to_id != transition.to_id] + [transition]
         record = self._transition_record(transition)
-        changed: dict = {}
+        changed, moved = {}, None
         if before is None or before.from_id != transition.from_id:
-            text = f"moved: now follows {transition.from_id}"
-        elif (before.kind, float(before.gap)) != (record.kind, float(record.gap)):
-            text = None
+            moved = (transition.to_id, f"moved: now follows {transition.from_id}")
+        else:
             what = [n for n, a, b in (("kind", before.kind, record.kind), ("gap", float(before.gap), record.gap))
                     if a != b]
-            changed[transition.to_id] = Cause(transition.to_id,
-                                              f"transition from {transition.from_id} changed: {', '.join(what)}")
-        else:
-            text = None
-        marks = self._retime(transitions, changed, moved=(transition.to_id, text) if text else None,
-                             upsert=[record])
+            if what:
+                changed[transition.to_id] = Cause(transition.to_id,
+                                                  f"transition from {transition.from_id} changed: {', '.join(what)}")
+        marks = self._retime(transitions, changed, moved=moved, upsert=[record])
         self.store.append_event("transition.added", transition.to_id, {"from": transition.from_id, "stale": len(marks)})
         return marks
 

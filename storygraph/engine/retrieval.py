@@ -10,8 +10,9 @@ For one scene and one character:
    graph (the source of truth); a candidate whose placement there is not an ancestor of the scene is dropped;
 3. drift guard — any candidate whose identity score (the one the studio shows for it) is below
    ``drift_threshold`` is dropped, whatever else it has going for it;
-4. memory on this timeline — the uses of each survivor by the scene's ancestors (one graph read) give its
-   strength and reinforced clock here (``memory.strength_on_timeline``); uses on other branches do not count;
+4. memory on this timeline — the uses of each survivor (``Appearance.uses``, read with it) by the scene's
+   ancestors give its strength and reinforced clock here (``memory.strength_on_timeline``); where the using scenes
+   sit is one primary-key read; uses on other branches do not count;
 5. score — ``memory.score_terms`` over the survivors (relevance, retention, quality, each min-max
    normalised; the parts add up to the score), ranked with ``memory.rank_order``.
 """
@@ -113,7 +114,7 @@ class Retriever:
         rows = np.asarray(rows)
 
         # 4. strength and reinforced clock on this timeline, from the uses its scenes made of each memory
-        uses = self._uses_on_timeline(placement, [a.id for a in found])
+        uses = self._uses_on_timeline(placement, found)
         formed = [(a.strength, a.reinforced_clock) for a in found]
         here = [memory.strength_on_timeline(s, c, uses.get(a.id, ()), p) for a, (s, c) in zip(found, formed)]
 
@@ -143,15 +144,23 @@ class Retriever:
                                  reinforced_clock=float(reinforced[j]), uses=len(uses.get(a.id, ()))))
         return out
 
-    def _uses_on_timeline(self, placement: Placement, ids: list[str]) -> dict[str, list[tuple[float, Optional[float]]]]:
+    def _uses_on_timeline(self, placement: Placement, apps: list) -> dict[str, list[tuple[float, Optional[float]]]]:
         """``appearance id -> [(clock, identity), ...]``: the uses of each memory by the scene's ancestors, in
         timeline order (a use on a sibling branch, or by the scene itself, is not on this timeline)."""
+        users = {sid for a in apps for sid, _ in a.uses}
+        if not users:
+            return {}
+        where = self.store.scene_placements(users)
         segments = {b: i for i, (b, _) in enumerate(placement.lineage)}
         segments[placement.branch] = len(placement.lineage)
         out: dict[str, list] = {}
-        for u in self.store.appearance_uses(ids):
-            if placement.has_ancestor(u.branch, u.pos):
-                out.setdefault(u.appearance_id, []).append((segments[u.branch], u.pos, u.clock, u.identity))
+        for a in apps:
+            for sid, identity in a.uses:
+                if sid not in where:
+                    continue
+                clock, branch, pos = where[sid]
+                if placement.has_ancestor(branch, pos):
+                    out.setdefault(a.id, []).append((segments[branch], pos, clock, identity))
         return {aid: [(clock, identity) for _, _, clock, identity in sorted(us)] for aid, us in out.items()}
 
 

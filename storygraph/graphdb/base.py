@@ -28,11 +28,14 @@ from ..timeline import place_scenes, transition_decay
 from . import queries
 from .readonly import check_read_only
 from .store import (
-    AppearanceUse, LoadSummary, QueryResult, RecordNotFound, SceneCommit, SceneContext, SceneRecord, StoreConflict,
+    LoadSummary, QueryResult, RecordNotFound, SceneCommit, SceneContext, SceneRecord, StoreConflict,
     StoreInputError, TakeRecord, TransitionRecord,
 )
 
 Run = Callable[[str, Optional[dict]], list]
+
+#: An edit that makes more scenes stale than this writes one ``story.stale`` Event instead of one per scene.
+STALE_EVENTS_MAX = 200
 
 #: Time limit and row limit of a read-only query when the caller names none.
 DEFAULT_QUERY_TIMEOUT_S = 30.0
@@ -117,8 +120,23 @@ def appearance_from_row(d: dict) -> Appearance:
         frame_path=d["frame_path"], strength=float(d["strength"]), reinforced_clock=float(d["reinforced_clock"]),
         identity_score=float(d["identity_score"]), clip=d.get("clip") or [], dino=d.get("dino") or [],
         clock=float(d["clock"]), branch=d["branch"], pos=int(d["pos"]), take=int(d["take"]),
-        accepted=bool(d["accepted"]),
+        accepted=bool(d["accepted"]), uses=[parse_use(e) for e in d.get("uses") or ()],
     )
+
+
+#: Version of the ``Appearance.uses`` lists a story holds (``Story.memory_index``); older stories are indexed once.
+MEMORY_INDEX_VERSION = 1
+
+
+def use_entry(scene_id: str, identity: Optional[float]) -> str:
+    """One element of ``Appearance.uses``: the scene whose chosen take used the appearance, and the identity that
+    take kept for the appearance's character ("-" when not measured). Ids hold no spaces."""
+    return f"{scene_id} {'-' if identity is None else repr(float(identity))}"
+
+
+def parse_use(entry: str) -> tuple[str, Optional[float]]:
+    scene_id, _, identity = entry.partition(" ")
+    return scene_id, None if identity in ("", "-") else float(identity)
 
 
 _CONDITION_TARGETS = {"Appearance": "conditioned_on_appearance", "Scene": "conditioned_on_scene",
@@ -214,20 +232,21 @@ class CypherStore:
         with self._transaction(write=True) as run:
             p = self._params
             old_scenes = {r["scene"]["id"]: scene_from_props(r["scene"]) for r in run(self.q("scenes_all"), p())}
-            old_transitions = {t["to_id"]: t for t in run(self.q("transitions_all"), p())}
+            old_edges = run(self.q("transitions_all"), p())
+            old_transitions = {t["to_id"]: t for t in old_edges}
             # scenes the graph has and the file does not are kept, with the transitions into them
             kept = [sid for sid in old_scenes if sid not in new_specs]
             transitions = list(story.transitions) + [
                 Transition(t["from_id"], t["to_id"], t["kind"], t["gap"]) for sid, t in old_transitions.items()
-                if sid in kept and (t["from_id"] in new_specs or t["from_id"] in old_scenes)]
+                if sid in kept]
             placements = place_scenes(list(new_specs) + kept, transitions)
             changes = self._story_changes(run, story, new_specs, old_scenes, old_transitions, placements)
             run(self.q("story_upsert"), p({
                 "title": story.title, "source_path": story.source_path,
                 "defaults": json.dumps(asdict(story.defaults)), "now": now_iso()}))
             # a scene of the file whose incoming transition is gone or comes from another scene loses the old one
-            gone = [{"from_id": t["from_id"], "to_id": sid} for sid, t in old_transitions.items()
-                    if sid in new_specs and placements[sid].parent_id != t["from_id"]]
+            gone = [{"from_id": t["from_id"], "to_id": t["to_id"]} for t in old_edges
+                    if t["to_id"] in new_specs and placements[t["to_id"]].parent_id != t["from_id"]]
             if gone:
                 run(self.q("transitions_delete"), p({"rows": gone}))
             self._write_structure(run, story.characters, story.environments,
@@ -337,12 +356,16 @@ class CypherStore:
             "rows": [{"id": m.scene_id, "reason": m.reason, "origin": m.origin} for m in marks.values()],
             "now": now_iso()}))}
         out = [m for m in marks.values() if m.scene_id in marked]
-        for m in out:
-            self._event(run, "scene.stale", m.scene_id, {"reason": m.reason, "from": m.origin})
+        if len(out) <= STALE_EVENTS_MAX:  # followers patch these scenes
+            for m in out:
+                self._event(run, "scene.stale", m.scene_id, {"reason": m.reason, "from": m.origin})
+        elif out:  # followers rebuild: one Event, not thousands
+            origins = sorted({m.origin for m in out})
+            self._event(run, "story.stale", self.story_id, {"count": len(out), "from": origins[:20]})
         return out
 
-    def stale_dependencies(self) -> list[dict]:
-        return self._read("stale_dependencies", {"from_clock": -1e300})
+    def stale_dependencies(self, from_clock: Optional[float] = None) -> list[dict]:
+        return self._read("stale_dependencies", {"from_clock": -1e300 if from_clock is None else float(from_clock)})
 
     def mark_stale(self, changed: Mapping[str, Cause]) -> dict:
         with self._transaction(write=True) as run:
@@ -445,6 +468,9 @@ class CypherStore:
             if missing:
                 raise RecordNotFound(f"no scene {missing[0]!r}")
             marks = self._ripple(run, sources={sid: Cause(sid, "deleted") for sid in ids})
+            for r in run(self.q("scenes_clock"), p({"ids": ids})):
+                if r["chosen_take"] is not None:  # the memories it used no longer count it
+                    self._move_uses(run, r["id"], r["chosen_take"], None)
             run(self.q("appearances_delete_of_scenes"), p({"ids": ids}))
             run(self.q("takes_delete_of_scenes"), p({"ids": ids}))
             run(self.q("scenes_delete"), p({"ids": ids}))
@@ -555,7 +581,7 @@ class CypherStore:
                     "frame_index": int(a.frame_index), "frame_path": a.frame_path, "strength": float(a.strength),
                     "reinforced_clock": float(a.reinforced_clock), "identity_score": float(a.identity_score),
                     "clock": float(a.clock), "branch": a.branch, "pos": int(a.pos),
-                    "clip": [float(x) for x in a.clip], "dino": [float(x) for x in a.dino],
+                    "clip": [float(x) for x in a.clip], "dino": [float(x) for x in a.dino], "uses": [],
                 } for a in commit.appearances]}))
             run(self.q("conditioned_on_clear"), p({"scene": t.scene_id, "take": int(t.take)}))
             unknown = {c.target_kind for c in commit.conditioned_on} - set(_CONDITION_TARGETS)
@@ -584,9 +610,62 @@ class CypherStore:
             raise RecordNotFound(f"scene {scene_id!r} has no take {take}")
         run(self.q("appearances_accept"), p)
         run(self.q("appears_in_observe"), p)
-        if old is None or int(old) == int(take):
+        if old is not None and int(old) == int(take):
+            return []
+        self._move_uses(run, scene_id, old, take)
+        if old is None:
             return []
         return self._ripple(run, sources={scene_id: Cause(scene_id, f"take {take} chosen instead of take {old}")})
+
+    def _move_uses(self, run: Run, scene_id: str, old: Optional[int], new: Optional[int]) -> None:
+        """Keep ``Appearance.uses`` in step with the chosen take's ``CONDITIONED_ON`` edges, inside the transaction
+        that changes them: the memories take ``old`` used lose the scene, those take ``new`` used gain it (with the
+        identity the take kept). A copy of those edges on their targets, so that retrieval reads a memory's uses
+        with the memory itself: LadybugDB finds the edges into a hundred nodes only by scanning the edge table."""
+        def used(take: Optional[int]) -> list[str]:
+            if take is None:
+                return []
+            rows = run(self.q("conditioned_on_of_scene"), self._params({"scene": scene_id, "take": int(take)}))
+            return [r["target_id"] for r in rows if r["target_kind"] == "Appearance"]
+
+        drop, add = used(old), used(new)
+        ids = list(dict.fromkeys(drop + add))
+        if not ids:
+            return
+        identities: dict = {}
+        if add:
+            t = [r["take"] for r in run(self.q("takes_of_scene"), self._params({"scene": scene_id}))
+                 if int(r["take"]["take"]) == int(new)]
+            identities = json.loads(t[0].get("identity_by_character") or "{}") if t else {}
+        apps = run(self.q("appearances_by_ids_meta"), self._params({"ids": ids, "accepted_only": False}))
+        rows = []
+        for a in apps:
+            entries = [e for e in a["uses"] or () if parse_use(e)[0] != scene_id]
+            if a["id"] in add:
+                entries.append(use_entry(scene_id, identities.get(a["character_id"])))
+            rows.append({"id": a["id"], "uses": entries})
+        if rows:
+            run(self.q("appearances_uses_set"), self._params({"rows": rows}))
+
+    def index_memory(self) -> int:
+        """Build every ``Appearance.uses`` list from the ``CONDITIONED_ON`` edges of chosen takes (a story written
+        before the lists existed, or a repair), in one transaction; returns how many appearances were used."""
+        with self._transaction(write=True) as run:
+            uses: dict[str, list[str]] = {}
+            for r in run(self.q("appearances_uses_all"), self._params()):
+                identity = json.loads(r["identities"] or "{}").get(r["character_id"])
+                uses.setdefault(r["id"], []).append(use_entry(r["scene_id"], identity))
+            run(self.q("appearances_uses_clear"), self._params())
+            if uses:
+                run(self.q("appearances_uses_set"), self._params({"rows": [
+                    {"id": aid, "uses": sorted(entries)} for aid, entries in uses.items()]}))
+            run(self.q("story_memory_indexed"), self._params({"version": MEMORY_INDEX_VERSION}))
+            return len(uses)
+
+    def memory_indexed(self) -> bool:
+        """Whether this story's ``Appearance.uses`` lists are kept (stories written before them are indexed once)."""
+        meta = self.story_meta() or {}
+        return (meta.get("memory_index") or 0) >= MEMORY_INDEX_VERSION
 
     def choose_take(self, scene_id: str, take: int) -> int:
         """Make ``take`` the one that continues the timeline, in one transaction; scenes made from the take it
@@ -643,16 +722,12 @@ class CypherStore:
             if apps:
                 yield columns(apps)
 
-    def appearance_uses(self, ids: Iterable[str]) -> list[AppearanceUse]:
-        ids = list(ids)
+    def scene_placements(self, ids: Iterable[str]) -> dict[str, tuple[float, str, int]]:
+        ids = list(dict.fromkeys(ids))
         if not ids:
-            return []
-        out = []
-        for r in self._read("appearance_uses", {"ids": ids}):
-            identity = json.loads(r["identities"] or "{}").get(r["character_id"])
-            out.append(AppearanceUse(r["id"], r["scene_id"], float(r["clock"]), r["branch"], int(r["pos"]),
-                                     None if identity is None else float(identity)))
-        return out
+            return {}
+        return {r["id"]: (float(r["clock"]), r["branch"], int(r["pos"]))
+                for r in self._read("scenes_placement", {"ids": ids})}
 
     def conditioned_on(self, scene_id: str, take: Optional[int] = None) -> list[ConditionRecord]:
         return [ConditionRecord(r["role"], r["target_kind"], r["target_id"], int(r["frame_index"]),

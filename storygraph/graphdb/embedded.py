@@ -176,17 +176,19 @@ class EmbeddedStore(CypherStore):
 
         return console.run(self.db_path, cypher, params, limits, fence=self.console_fence)
 
-    def bulk_copy(self, table: str, columns: dict) -> None:
+    def bulk_copy(self, table: str, columns: dict, target: Optional[str] = None) -> None:
         """Bulk-load rows into node or relationship table ``table`` with COPY.
 
         For benchmarks and imports of large synthetic stories: ~1 M rows per second where row-by-row
         MERGE manages ~10 k. ``columns`` maps column name to a list or pyarrow array (relationship tables
-        take ``from`` and ``to`` ids first); columns left out are NULL.
+        take ``from`` and ``to`` ids first); columns left out are NULL. ``target``: the node table the rows of a
+        relationship table with several (``CONDITIONED_ON``) point at.
         """
         import pyarrow as pa
 
-        if table not in _COPYABLE:
-            raise StoreInputError(f"cannot bulk-load table {table!r}")
+        if table not in _COPYABLE or (table in _MULTI_TARGET) != (target is not None) or \
+                (target is not None and target not in _MULTI_TARGET[table]):
+            raise StoreInputError(f"cannot bulk-load table {table!r}" + (f" to {target!r}" if target else ""))
         names, types = _table_columns(table)
         n = len(next(iter(columns.values())))
         arrays = []
@@ -200,7 +202,8 @@ class EmbeddedStore(CypherStore):
         if unknown:
             raise StoreInputError(f"table {table} has no column(s) {sorted(unknown)}")
         with self._lock:
-            self._execute(queries.load(f"copy_{table.lower()}", self.dialect), {"data": pa.table(arrays, names=names)})
+            name = f"copy_{table.lower()}" + (f"_{target.lower()}" if target else "")
+            self._execute(queries.load(name, self.dialect), {"data": pa.table(arrays, names=names)})
 
     def close(self) -> None:
         with self._lock:
@@ -212,7 +215,9 @@ class EmbeddedStore(CypherStore):
                 self._db = None
 
 
-_COPYABLE = {"Scene", "Character", "Environment", "Appearance", "APPEARS_IN", "NEXT", "HAS_SCENE", "SET_IN", "OF", "IN"}
+_COPYABLE = {"Scene", "Character", "Environment", "Appearance", "APPEARS_IN", "NEXT", "HAS_SCENE", "SET_IN", "OF", "IN",
+             "CONDITIONED_ON"}
+_MULTI_TARGET = {"CONDITIONED_ON": ("Scene", "Appearance")}
 
 
 def _declared_tables() -> dict:

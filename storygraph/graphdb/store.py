@@ -164,19 +164,6 @@ class SceneCommit:
     choose: bool = True
 
 
-@dataclass(frozen=True)
-class AppearanceUse:
-    """A scene whose chosen take was conditioned on an appearance, where it sits, and the identity it kept for
-    the appearance's character (None when not measured)."""
-
-    appearance_id: str
-    scene_id: str
-    clock: float
-    branch: str
-    pos: int
-    identity: Optional[float]
-
-
 @dataclass
 class LoadSummary:
     characters: int
@@ -230,8 +217,9 @@ class StoryStore(Protocol):
         the remaining scenes get ``placements``. Returns ``{scene id: reason}`` of the scenes marked stale."""
     def mark_stale(self, changed: Mapping[str, Any]) -> dict:
         """Mark ``changed`` (scene id -> ``ripple.Cause``) and what was made from them stale."""
-    def stale_dependencies(self) -> list[dict]:
-        """The rows of ``stale_dependencies.cypher``: every generated scene with what its chosen take was made from."""
+    def stale_dependencies(self, from_clock: Optional[float] = None) -> list[dict]:
+        """The rows of ``stale_dependencies.cypher``: every generated scene (at or after ``from_clock``) with what
+        its chosen take was made from."""
     def mark_interrupted(self) -> list[str]:
         """Scenes left ``generating`` by a process that is gone become ``interrupted``; returns their ids."""
     def migrate_media_paths(self, story_dir) -> int:
@@ -266,9 +254,12 @@ class StoryStore(Protocol):
         ``spaces``, an (n, dim) float32 matrix."""
     def conditioned_on(self, scene_id: str, take: Optional[int] = None) -> list[ConditionRecord]:
         """Provenance of the scene's chosen take (or of ``take``)."""
-    def appearance_uses(self, ids: Iterable[str]) -> list[AppearanceUse]:
-        """Every use of the appearances ``ids`` by a scene's chosen take, on any timeline (callers keep the ones on
-        theirs)."""
+    def scene_placements(self, ids: Iterable[str]) -> dict:
+        """``scene id -> (clock, branch, pos)``: where the scenes that used a memory (``Appearance.uses``) sit now."""
+    def index_memory(self) -> int:
+        """Rebuild every ``Appearance.uses`` from the ``CONDITIONED_ON`` edges of chosen takes."""
+    def memory_indexed(self) -> bool:
+        """Whether the story keeps ``Appearance.uses`` (older stories are indexed once, when an engine opens them)."""
 
     # -- events ----------------------------------------------------------------------------------
     def append_event(self, kind: str, ref_id: str, payload: Optional[dict] = None) -> int: ...
