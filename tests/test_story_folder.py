@@ -124,6 +124,10 @@ def test_an_older_story_with_absolute_paths_is_re_rooted_when_moved(made, tmp_pa
     moved = tmp_path / "moved"
     old.rename(moved)
     assert "wrote 4 entries" in ok(storygraph_cli("export", "--dir", moved))  # read-only: re-rooted as read
+    checked = storygraph_cli("check", moved, "--json")
+    assert checked.returncode == 1
+    assert {f["kind"] for f in json.loads(checked.stdout)["findings"] if f["problem"]} == {"absolute-paths",
+                                                                                           "memory-uses"}
     assert "5 scenes: 5 done" in ok(storygraph_cli("resume", "--dir", moved))  # opened for writing: migrated
     assert media_paths(moved) and not [p for p in media_paths(moved) if p and Path(p).is_absolute()]
     # and each memory's uses were indexed again from the provenance of the chosen takes

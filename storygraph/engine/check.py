@@ -25,7 +25,7 @@ NOTES = ("stale", "interrupted")
 @dataclass
 class Finding:
     kind: str  # stale | interrupted | generating | absolute-paths | missing-video | missing-take-video |
-    # missing-frame | index | placements | two-parents | orphan-media
+    # missing-frame | index | placements | memory-uses | two-parents | orphan-media
     what: str  # the scene, appearance or folder concerned
     detail: str  # in words
     repairable: bool = False
@@ -65,7 +65,16 @@ def inspect(store, story_dir) -> list[Finding]:
             if t.take != s.chosen_take and not mediapaths.exists(story_dir, t.video_path):
                 out.append(Finding("missing-take-video", f"{s.id}#{t.take}",
                                    f"take {t.take}'s video {t.video_path} is missing (it can no longer be chosen)"))
-    for a in store.appearances(with_vectors=False):
+    apps = store.appearances(with_vectors=False, accepted_only=False)
+    kept = {(a.id, sid) for a in apps for sid, _ in a.uses}
+    made = {(r["target"], r["id"]) for r in store.stale_dependencies() if r["kind"] == "Appearance"}
+    if kept != made:
+        out.append(Finding("memory-uses", "appearances", f"{len(made - kept)} use(s) of memories missing from their "
+                                                          f"lists and {len(kept - made)} too many: rebuilt from the "
+                                                          "provenance", repairable=True))
+    for a in apps:
+        if not a.accepted:
+            continue
         if not mediapaths.exists(story_dir, a.frame_path):
             video = mediapaths.resolve(story_dir, str(Path(a.frame_path).parent / "video.mp4"))
             can = video is not None and video.is_file()
@@ -133,6 +142,10 @@ def repair(engine, findings: list[Finding]) -> list[Finding]:
             f.repaired = _cut_frame_again(engine, f.what)
     if by_kind["two-parents"]:
         _one_parent_each(engine, by_kind["two-parents"])
+    if by_kind["memory-uses"]:
+        engine.store.index_memory()
+        for f in by_kind["memory-uses"]:
+            f.repaired = True
     if by_kind["index"] or by_kind["placements"]:
         engine.indexes()  # reconciled with the graph (and placements checked after an interrupted move)
         engine.save_index()
