@@ -103,3 +103,19 @@ def test_rows_group_by_scene_and_resolve_appearances_to_their_scene():
     got = dependents_from_rows(rows)
     assert (got["b"].scenes, got["b"].references, got["b"].environment) == ({"a"}, {"refs/x.png"}, "pier")
     assert (got["a"].scenes, got["a"].status) == (set(), "stale")
+
+
+def test_the_store_bench_reports_the_stale_query_at_both_sizes(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "bench" / "store.py"
+    proc = subprocess.run([sys.executable, str(bench), "--skip-context", "--stale-scenes", "300", "--stale-queries", "3"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert set(out["stale_query_ms"]) == {"100", "300"} and all(v > 0 for v in out["stale_query_ms"].values())
+    # every scene of the synthetic story is made from its parent: editing the first makes all 300 stale
+    assert out["mark_stale_first_marked"] == 300
