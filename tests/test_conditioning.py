@@ -185,7 +185,8 @@ def test_cut_in_context_mode_puts_memory_before_the_clip_best_first():
     assert [(c.before, c.downscale, c.strength) for c in plan.conditions] == [(1, 2, 1.0), (2, 2, 1.0)]
     assert plan.conditions[0].frames == [MEMORIES["mara"][1].frame_path]
     assert plan.records[0].reason == (
-        "cut: mara's nearest prior appearance (scene s02, score 0.87: relevance 0.81, retention 0.74, quality 0.92) "
+        "cut: mara's nearest prior appearance (scene s02, score 0.87 = relevance 0.50 + retention 0.25 + quality 0.12 "
+        "(text+identity 0.81, retention 0.74 at memory strength 2.00 after 1 use on this timeline, identity 0.92)) "
         "as context memory 1 latent slot before the clip (frames [-8, -7)), half size, strength 1.0")
     assert plan.notes == ["cut: no prior appearance of ines on this timeline and no reference image"]
 
