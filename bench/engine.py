@@ -81,9 +81,26 @@ class TimedGenerator:
             self.seconds += time.perf_counter() - t
 
 
+def history_media(folder: Path, rng: np.random.Generator) -> dict:
+    """One small take every bulk-loaded scene points at (a video, its last frame, a remembered frame), relative to
+    the story folder as the engine stores paths: memory whose frame is missing is skipped, so the history needs
+    files for retrieval and conditioning to do their real work."""
+    from storygraph.engine import media
+
+    rel = "media/history/take-0"
+    take = folder / rel
+    frames = rng.integers(0, 255, (9, 32, 32, 3), dtype=np.uint8)
+    media.write_video(take / media.VIDEO_NAME, frames, fps=8.0)
+    media.save_image(take / media.LAST_NAME, frames[-1])
+    media.save_image(take / "frame_0000.png", frames[0])
+    return {"video_path": f"{rel}/{media.VIDEO_NAME}", "last_frame_path": f"{rel}/{media.LAST_NAME}",
+            "frames_dir": rel, "frame_path": f"{rel}/frame_0000.png"}
+
+
 def build_history(folder: Path, scenes: int, rng: np.random.Generator) -> str:
     """A done story of ``scenes`` scenes with appearances, bulk-loaded; returns the last main-branch scene id."""
     store = EmbeddedStore(folder, story_id="bench")
+    shared = history_media(folder, rng)
     chars = [f"c{j:03d}" for j in range(CHARACTERS)]
     story = Story("bench", "synthetic history",
                   characters=tuple(Character(c, c, "a synthetic character") for c in chars),
@@ -101,7 +118,9 @@ def build_history(folder: Path, scenes: int, rng: np.random.Generator) -> str:
         "seed": list(range(scenes)), "steps": [2] * scenes, "guidance": [1.0] * scenes, "refs": ["[]"] * scenes,
         "clock": [x.clock for x in p], "branch": [x.branch for x in p], "pos": [x.pos for x in p],
         "parent_id": [x.parent_id for x in p], "status": ["done"] * scenes,
-        "chosen_take": [0] * scenes, "takes": [1] * scenes, "notes": [""] * scenes, "prompt": ["walks"] * scenes})
+        "chosen_take": [0] * scenes, "takes": [1] * scenes, "notes": [""] * scenes, "prompt": ["walks"] * scenes,
+        "video_path": [shared["video_path"]] * scenes, "last_frame_path": [shared["last_frame_path"]] * scenes,
+        "frames_dir": [shared["frames_dir"]] * scenes})
     store.bulk_copy("HAS_SCENE", {"from": ["bench"] * scenes, "to": ids})
     store.bulk_copy("NEXT", {"from": [t.from_id for t in transitions], "to": [t.to_id for t in transitions],
                              "kind": [t.kind for t in transitions], "gap": [t.effective_gap for t in transitions],
@@ -123,7 +142,8 @@ def build_history(folder: Path, scenes: int, rng: np.random.Generator) -> str:
                                    "last_seen_clock": clocks, "identity": [0.9] * n})
     store.bulk_copy("Appearance", {
         "id": app_ids, "story_id": ["bench"] * n, "character_id": app_char, "scene_id": app_scene, "take": [0] * n,
-        "frame_index": [0] * n, "frame_path": [""] * n, "strength": [1.0] * n, "reinforced_clock": clocks,
+        "frame_index": [0] * n, "frame_path": [shared["frame_path"]] * n, "strength": [1.0] * n,
+        "reinforced_clock": clocks,
         "identity_score": [0.9] * n, "clock": clocks, "branch": [placement[s].branch for s in app_scene],
         "pos": [placement[s].pos for s in app_scene], "accepted": [True] * n, "clip": unit(n), "dino": unit(n)})
     store.bulk_copy("OF", {"from": app_ids, "to": app_char})
@@ -157,7 +177,7 @@ def timed_scenes(folder: Path, config: Config, last: str, count: int, generator)
     kinds = ("cut", "continuous", "time_skip")
     per_scene, model = [], []
     parent = last
-    # scenes of the bulk-loaded history have no media: the first appended scene follows a cut
+    # the bulk-loaded history shares one small take: the first appended scene follows a cut
     for i in range(count):
         cast = tuple(f"c{j:03d}" for j in ((i * 7) % CHARACTERS, (i * 13 + 1) % CHARACTERS))
         sid = f"new{i:03d}"

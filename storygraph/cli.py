@@ -201,23 +201,53 @@ def validate(story_file, directory):
 @main.command()
 @click.argument("story_file", type=click.Path())
 @graph_options
-def load(story_file, graph, story_id, database):
-    """Load (or update) a story file into a graph. Loading the same file twice changes nothing."""
-    from .graphdb.neo4j import is_neo4j_uri
+def load(story_file, graph, directory, story_id, database):
+    """Load (or update) a story file into a graph: what changed is applied, and the generated scenes it affects
+    become stale (run makes them again). Loading the same file twice changes nothing."""
+    from contextlib import nullcontext
 
-    folder = None if is_neo4j_uri(graph) else Path(graph)
-    if folder is not None:
-        _a_folder(folder)
-    story = _load_story(story_file, folder)
+    from .engine.indexes import placements_changing
+
+    if directory is not None:
+        _a_folder(directory)
+    story = _load_story(story_file, directory)
     store = _open_store(graph, story_id or story.id, database)
     try:
-        summary = store.load_story(story)
+        # a moved scene's appearances move in the vector index too: it checks them on its next open
+        with placements_changing(Path(directory) / "vectors") if directory else nullcontext({}) as moving:
+            summary = store.load_story(story)
+            moving["moved"] = bool(summary.changes.get("placed"))
     finally:
         store.close()
     new = ", ".join(f"{n} {k}" for k, n in summary.created.items() if n) or "nothing new"
-    _console().print(
+    console = _console()
+    console.print(
         f"loaded {story.id!r} into {graph}: {summary.scenes} scenes, {summary.characters} characters, "
         f"{summary.environments} environments, {summary.transitions} transitions ({new})")
+    _print_changes(console, summary)
+
+
+def _print_changes(console, summary) -> None:
+    """What a load changed in the graph, and which scenes are stale now (and why)."""
+    from rich.markup import escape
+
+    c = summary.changes or {}
+    lines = [f"changed {what} {i}: {', '.join(fields)}" for what, key in (
+        ("scene", "scenes"), ("character", "characters"), ("environment", "environments"))
+        for i, fields in (c.get(key) or {}).items()]
+    lines += [f"changed the transition into {i}: {', '.join(f)}" for i, f in (c.get("transitions") or {}).items()]
+    lines += [f"moved {i}: now after {new or 'nothing'} (was after {old or 'nothing'})"
+              for i, (old, new) in (c.get("moved") or {}).items()]
+    if c.get("missing"):
+        lines.append(f"kept {len(c['missing'])} scene(s) the file no longer has: {', '.join(c['missing'])} "
+                     "(storygraph delete SCENE removes one)")
+    for line in lines:
+        console.print(escape(line))
+    if summary.stale:
+        console.print(f"[yellow]{len(summary.stale)} scene(s) stale now[/] (storygraph run makes them again):",
+                      markup=True)
+        for sid, why in summary.stale.items():
+            console.print(f"  {escape(sid)}: {escape(why)}")
 
 
 def _parse_param(text: str):
@@ -241,14 +271,15 @@ def _timeout_option(ctx, param, value):
 
 
 @contextmanager
-def _reading_store(graph: str, story_id, database):
+def _reading_store(graph: str, story_id, database, read_only: bool = False):
     """A store to read from: the story itself or, when another process holds it open for writing, a consistent
-    snapshot that process makes for us (see graphdb/holder.py)."""
+    snapshot that process makes for us (see graphdb/holder.py). ``read_only``: open an embedded story read-only
+    (nothing, not even the upkeep done on opening, is written)."""
     from .graphdb import StoryLocked, open_store
     from .graphdb.holder import holder_of, remote_snapshot
 
     try:
-        store = open_store(graph, story_id, database=database, create=False)
+        store = open_store(graph, story_id, database=database, create=False, read_only=read_only)
     except StoryLocked:
         info = holder_of(graph)
         if info is None:
@@ -409,8 +440,9 @@ def _holding(engine):
         service.close()
 
 
-def _run_with_progress(engine, takes=None, until=None, note: str = "", selection=None):
-    """Run ``selection`` (default: every unfinished scene, up to ``until``) with a progress display: the story's
+def _run_with_progress(engine, takes=None, until=None, note: str = "", selection=None, keep_stale: bool = False):
+    """Run ``selection`` (default: every scene that needs it, stale ones unless ``keep_stale``, up to ``until``)
+    with a progress display: the story's
     scenes, the current scene's stage and denoising step, and the time left. The first Ctrl-C cancels after the
     current denoising step (the scene goes back to planned); a second one stops at once."""
     import signal
@@ -419,7 +451,7 @@ def _run_with_progress(engine, takes=None, until=None, note: str = "", selection
 
     from .engine.runs import RunControl, Selection
 
-    selection = selection or Selection("all", until=until)
+    selection = selection or Selection("all", until=until, keep_stale=keep_stale)
     console = _console()
     if note:
         console.print(f"[yellow]{note}[/]", markup=True)
@@ -477,6 +509,8 @@ def _summary(engine) -> None:
         if s.status == "failed":
             _console().print(f"[red]{s.id} failed:[/] {s.notes.strip().splitlines()[-1] if s.notes else ''}",
                              markup=True)
+        elif s.status == "stale":
+            _console().print(f"[yellow]{s.id} stale:[/] {s.stale_reason}", markup=True)
 
 
 def _quiet(verbose: bool) -> None:
@@ -497,11 +531,13 @@ VERBOSE_HELP = "also show the libraries' own output (loading bars, logs, warning
 @click.option("--takes", type=int, default=None, help="takes per scene; the best continues the timeline")
 @click.option("--until", default=None, help="stop after this scene")
 @click.option("--branch", default=None, help="only this timeline: its scenes and the ones it follows")
+@click.option("--keep-stale", is_flag=True, help="leave stale scenes as they are (default: make them again)")
 @click.option("--tiny", is_flag=True,
               help="tiny random-weight models at the smallest size the rules take: a smoke run of this story file")
 @click.option("--verbose", "-v", is_flag=True, help=VERBOSE_HELP)
-def run(story_file, directory, graph, database, model, takes, until, branch, tiny, verbose):
-    """Load a story and generate every scene in timeline order."""
+def run(story_file, directory, graph, database, model, takes, until, branch, keep_stale, tiny, verbose):
+    """Load a story (applying what changed in it) and generate every scene that needs it — planned, stale,
+    failed, interrupted — in timeline order."""
     from .config import CONFIG_NAME, Config
     from .engine.runs import Cancelled, Selection
 
@@ -523,10 +559,12 @@ def run(story_file, directory, graph, database, model, takes, until, branch, tin
     if model:
         config = config.with_overrides(models={"ltx2": model})
     engine = _engine(directory, graph, story.id, database, config)
-    selection = Selection("branch", branch, until) if branch else Selection("all", until=until)
+    selection = (Selection("branch", branch, until, keep_stale=keep_stale) if branch
+                 else Selection("all", until=until, keep_stale=keep_stale))
     try:
         with _holding(engine):
             engine.load(story)
+            _print_changes(_console(), engine.last_load)
             _run_with_progress(engine, takes=takes, note=note, selection=selection)
             _summary(engine)
     except Cancelled:
@@ -544,9 +582,10 @@ def run(story_file, directory, graph, database, model, takes, until, branch, tin
 @click.option("--database", default=None, envvar="NEO4J_DATABASE", help="Neo4j database name")
 @click.option("--takes", type=int, default=None, help="takes per scene; the best continues the timeline")
 @click.option("--branch", default=None, help="only this timeline: its scenes and the ones it follows")
+@click.option("--keep-stale", is_flag=True, help="leave stale scenes as they are (default: make them again)")
 @click.option("--verbose", "-v", is_flag=True, help=VERBOSE_HELP)
-def resume(directory, graph, story_id, database, takes, branch, verbose):
-    """Finish a run that was stopped or killed, from the first unfinished scene."""
+def resume(directory, graph, story_id, database, takes, branch, keep_stale, verbose):
+    """Finish a run that was stopped or killed, from the first unfinished scene (stale ones included)."""
     from .engine.runs import Cancelled, Selection
 
     _existing(directory, graph)
@@ -554,7 +593,8 @@ def resume(directory, graph, story_id, database, takes, branch, verbose):
     engine = _engine(directory, graph, story_id, database)
     try:
         with _holding(engine):
-            _run_with_progress(engine, takes=takes, selection=Selection("branch", branch) if branch else None)
+            selection = Selection("branch", branch, keep_stale=keep_stale) if branch else None
+            _run_with_progress(engine, takes=takes, selection=selection, keep_stale=keep_stale)
             _summary(engine)
     except Cancelled:
         _cancelled(engine)
@@ -618,6 +658,163 @@ def _existing_graph(graph: str) -> None:
 @main.command()
 @folder_options(positional=True)
 @click.option("--story", "story_id", default=None, help="story id, when the graph holds several")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+def status(directory, graph, story_id, as_json):
+    """What needs work: planned, stale, failed and interrupted scenes (with why), in timeline order."""
+    from .timeline import timeline_order
+
+    _existing(directory, graph)
+    with _reading_store(graph or directory, story_id, None) as store:
+        scenes = store.scenes()
+    order = {sid: i for i, sid in enumerate(timeline_order({s.id: s.placement for s in scenes}))}
+    todo = sorted((s for s in scenes if s.status != "done"), key=lambda s: order[s.id])
+    counts: dict = {}
+    for s in scenes:
+        counts[s.status] = counts.get(s.status, 0) + 1
+
+    def why(s) -> str:
+        if s.status == "stale":
+            return s.stale_reason
+        if s.status in ("failed", "interrupted") and s.notes.strip():
+            return s.notes.strip().splitlines()[-1]
+        return ""
+
+    if as_json:
+        click.echo(json.dumps({"counts": counts, "scenes": [
+            {"id": s.id, "status": s.status, "why": why(s), "from": s.stale_from or None} for s in todo]}))
+        return
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"{len(scenes)} scenes: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    if not todo:
+        console.print("nothing to do")
+        return
+    table = Table("scene", "status", "why")
+    for s in todo:
+        table.add_row(s.id, s.status, why(s))
+    console.print(table)
+    console.print(f"storygraph resume --dir {directory} makes them (stale ones included; --keep-stale leaves those)")
+
+
+def _story_options(f):
+    """``--story`` and ``--database``, for commands that open a story folder's engine."""
+    f = click.option("--database", default=None, envvar="NEO4J_DATABASE", help="Neo4j database name")(f)
+    return click.option("--story", "story_id", default=None, help="story id, when the graph holds several")(f)
+
+
+@contextmanager
+def _opened(directory, graph, story_id=None, database=None):
+    """The engine of an existing story folder, closed afterwards."""
+    _existing(directory, graph)
+    engine = _engine(directory, graph, story_id, database)
+    try:
+        yield engine
+    finally:
+        _close(engine)
+
+
+@main.command()
+@click.argument("scene_id")
+@folder_options()
+@_story_options
+@click.option("--takes", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="takes to make; they compete with the chosen one, which changes only when one is better")
+def generate(scene_id, directory, graph, story_id, database, takes):
+    """Generate takes of one scene (its parent must be generated)."""
+    with _opened(directory, graph, story_id, database) as engine:
+        try:
+            with _holding(engine):
+                if engine.store.scene(scene_id) is None:
+                    raise NotFound(f"no scene {scene_id!r}")
+                made = engine.generate(scene_id, takes=takes)
+                after = engine.store.scene(scene_id)
+        except Exception as e:  # noqa: BLE001
+            _unexpected(e)
+    kept = " (the chosen take stays: no new take beat it)" if after.chosen_take not in {t.take for t in made} else ""
+    _console().print(f"{scene_id}: made take(s) {', '.join(str(t.take) for t in made)}; take {after.chosen_take} "
+                     f"continues the timeline{kept}")
+
+
+@main.command()
+@click.argument("scene_id")
+@click.argument("take", type=int)
+@folder_options()
+@_story_options
+def choose(scene_id, take, directory, graph, story_id, database):
+    """Make TAKE the take of SCENE that continues the timeline; scenes made from the one it replaces go stale."""
+    with _opened(directory, graph, story_id, database) as engine:
+        before = {s.id for s in engine.store.scenes(status="stale")}
+        engine.choose_take(scene_id, take)
+        stale = [s for s in engine.store.scenes(status="stale") if s.id not in before]
+    _console().print(f"{scene_id}: take {take} chosen")
+    for s in stale:
+        _console().print(f"  {s.id} stale: {s.stale_reason}")
+
+
+@main.command()
+@click.argument("scene_id")
+@folder_options()
+@_story_options
+@click.option("--cascade", is_flag=True, help="also delete the generated scenes after it")
+def delete(scene_id, directory, graph, story_id, database, cascade):
+    """Delete a scene with its takes, memory and media. Refused when generated scenes follow it, unless --cascade."""
+    with _opened(directory, graph, story_id, database) as engine:
+        gone = engine.delete_scene(scene_id, cascade=cascade)
+    _console().print(f"deleted {len(gone)} scene(s): {', '.join(gone)}")
+
+
+@main.command("delete-transition")
+@click.argument("from_id")
+@click.argument("to_id")
+@folder_options()
+@_story_options
+def delete_transition(from_id, to_id, directory, graph, story_id, database):
+    """Delete the transition FROM -> TO: TO starts a timeline of its own, and it and what follows go stale."""
+    with _opened(directory, graph, story_id, database) as engine:
+        marks = engine.delete_transition(from_id, to_id)
+    _console().print(f"deleted the transition {from_id} -> {to_id}; {len(marks)} scene(s) stale")
+
+
+@main.command()
+@folder_options(positional=True)
+@click.option("--story", "story_id", default=None, help="story id, when the graph holds several")
+@click.option("--repair", is_flag=True, help="fix what can be fixed (opens the story for writing)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+def check(directory, graph, story_id, repair, as_json):
+    """Check that graph, vector index and media agree; with --repair, fix what can be. Exit 1 when problems stay."""
+    from .engine import check as checking
+
+    _existing(directory, graph)
+    if repair:
+        with _opened(directory, graph, story_id) as engine:
+            findings = checking.inspect(engine.store, directory)
+            checking.repair(engine, findings)
+    else:
+        with _reading_store(graph or directory, story_id, None, read_only=True) as store:
+            findings = checking.inspect(store, directory)
+    problems = [f for f in findings if f.problem]
+    if as_json:
+        click.echo(json.dumps({"ok": not problems, "findings": [f.as_dict() for f in findings]}))
+    else:
+        from rich.table import Table
+
+        console = _console()
+        if findings:
+            table = Table("kind", "what", "detail", "state")
+            for f in findings:
+                state = "repaired" if f.repaired else ("ok" if not f.problem else
+                                                      "repairable (--repair)" if f.repairable else "left")
+                table.add_row(f.kind, f.what, f.detail, state)
+            console.print(table)
+        console.print("consistent" if not problems else f"{len(problems)} problem(s) left")
+    if problems:
+        sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@folder_options(positional=True)
+@click.option("--story", "story_id", default=None, help="story id, when the graph holds several")
 @click.option("--format", "fmt", type=click.Choice(["ltx-trainer"]), default="ltx-trainer", show_default=True)
 @click.option("--out", default=None, help="output folder (default DIR/export)")
 @click.option("--min-identity", type=float, default=None)
@@ -633,7 +830,8 @@ def export(directory, graph, story_id, fmt, out, min_identity, min_text_alignmen
     _existing(directory, graph)
     with _reading_store(graph or directory, story_id, None) as store:
         result = export_ltx_trainer(store, out or Path(directory) / "export", ExportFilter(
-            min_identity, min_text_alignment, min_subject_consistency, min_transition_smoothness), ic_lora=ic_lora)
+            min_identity, min_text_alignment, min_subject_consistency, min_transition_smoothness), ic_lora=ic_lora,
+            story_dir=directory)
     _console().print(f"wrote {result['entries']} entries to {result['dir']}/dataset.json "
                      f"({result['skipped']} skipped by the filters)")
 
@@ -663,7 +861,7 @@ def compare(directory, graph, story_id, database, modes, scenes, out):
     except Exception as e:  # noqa: BLE001
         _unexpected(e)
     finally:
-        engine.close()
+        _close(engine)
     if result.random_weights:
         console.print(f"[bold yellow]{result.note}[/]", markup=True)
 
@@ -695,7 +893,8 @@ def report(directory, graph, story_id, out):
     _existing(directory, graph)
     with _reading_store(graph or directory, story_id, None) as store:
         meta = store.story_meta() or {}
-        result = write_report(store, out or Path(directory) / "report", title=meta.get("title", ""))
+        result = write_report(store, out or Path(directory) / "report", title=meta.get("title", ""),
+                              story_dir=directory)
     _console().print(f"wrote {result['html']} and {result['png']}")
 
 
@@ -745,7 +944,8 @@ def demo(directory, graph, story_file, overwrite, ltx_version, ic_lora, until, v
         _summary(engine)
         from .engine.report import write_report
 
-        write_report(engine.store, d / "report", title=f"{story.title} (smoke run)", note=demo_mod.SMOKE_NOTE)
+        write_report(engine.store, d / "report", title=f"{story.title} (smoke run)", note=demo_mod.SMOKE_NOTE,
+                     story_dir=engine.dir)
     finally:
         _close(engine)
     per_scene = f", {run_s / len(done):.1f} s per scene" if done else ""

@@ -18,8 +18,11 @@ from typing import Any, Literal, Optional, get_type_hints
 TransitionKind = Literal["continuous", "cut", "time_skip"]
 TRANSITION_KINDS: tuple[str, ...] = ("continuous", "cut", "time_skip")
 
-SceneStatus = Literal["planned", "generating", "done", "failed"]
-SCENE_STATUSES: tuple[str, ...] = ("planned", "generating", "done", "failed")
+SceneStatus = Literal["planned", "generating", "done", "failed", "stale", "interrupted"]
+#: planned: not generated yet; generating: a worker is on it; done: its chosen take continues the timeline;
+#: failed: its last generation raised; stale: it has media, but something it was made from changed since
+#: (its ``stale_reason`` says what); interrupted: the process generating it died (set when a story is opened).
+SCENE_STATUSES: tuple[str, ...] = ("planned", "generating", "done", "failed", "stale", "interrupted")
 
 #: How a scene's memory reaches the model (see README "Memory modes"):
 #: extend    the parent's last frames at index 0 (a continuous transition only);
@@ -89,6 +92,7 @@ class Character:
     decay_tau: Optional[float] = setting(None, "the character's memory time constant (story time)",
                                          expected=f"a time constant above 0, at most {MAX_TAU:g}",
                                          lo=0, hi=MAX_TAU, lo_open=True)
+    reference_sha: Optional[str] = None  # fingerprint of the reference image's bytes (None: not known)
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class Environment:
     description: str
     name: str = ""
     reference_path: Optional[str] = None
+    reference_sha: Optional[str] = None  # fingerprint of the reference image's bytes (None: not known)
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,7 @@ class Reference:
                                expected="a frame index from 0 to frames - 1", lo=0, hi=1024)
     strength: float = setting(1.0, "how strongly the image conditions the scene", expected="a strength from 0 to 1",
                               lo=0, hi=1)
+    sha: Optional[str] = None  # fingerprint of the image's bytes (None: not known)
 
 
 @dataclass(frozen=True)
@@ -218,7 +224,8 @@ class MemoryParams:
     reinforce_step: float = setting(1.0, "strength added on good reuse")
     penalty_step: float = setting(1.0, "strength removed on reuse that led to drift")
     reinforce_threshold: float = setting(0.8, "identity score at or above which reuse counts as good")
-    drift_threshold: float = setting(0.5, "identity similarity below which an appearance is never used")
+    drift_threshold: float = setting(0.5, "identity score (the one the studio shows) below which an appearance is "
+                                     "never used, and below which a reuse weakens the memory")
     w_relevance: float = setting(1.0, "retrieval score weight of relevance")
     w_recency: float = setting(1.0, "retrieval score weight of retention")
     w_quality: float = setting(0.5, "retrieval score weight of the appearance's identity score")
@@ -382,7 +389,13 @@ class Scores:
 
 @dataclass
 class Appearance:
-    """One character seen in one take of one scene: the unit of visual memory."""
+    """One character seen in one take of one scene: the unit of visual memory.
+
+    ``strength`` and ``reinforced_clock`` are the memory as it was formed (``strength_init * identity`` at the
+    scene's clock) and never change: what a later scene remembers of it is derived from the uses on that scene's
+    own timeline (:func:`storygraph.engine.memory.strength_on_timeline`), so no branch changes another's memory.
+    ``uses`` lists the scenes whose chosen take used it (a copy of those ``CONDITIONED_ON`` edges, kept with it).
+    """
 
     id: str
     character_id: str
@@ -399,6 +412,8 @@ class Appearance:
     pos: int = 0
     take: int = 0
     accepted: bool = True  # False for appearances of takes that do not continue the timeline
+    # (scene id, identity kept) for every scene whose chosen take was conditioned on it, on any timeline
+    uses: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -426,14 +441,22 @@ class Event:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A prior appearance retrieved as memory for a scene, with the terms of its score."""
+    """A prior appearance retrieved as memory for a scene, with the terms of its score.
+
+    ``terms`` are the three weighted, min-max normalised parts of ``score`` (relevance, retention, quality): they
+    add up to it. ``strength`` and ``reinforced_clock`` are the memory's on this scene's timeline: as formed,
+    then moved by each of the ``uses`` an ancestor of the scene made of it."""
 
     appearance: Appearance
-    score: float  # w_rel*relevance + w_rec*retention + w_q*quality, each term min-max normalised
+    score: float  # w_rel*norm(relevance) + w_rec*norm(retention) + w_q*norm(quality) == sum(terms)
     relevance: float  # raw: blend of CLIP text cosine and DINOv2 identity similarity
-    retention: float  # raw: exp(-dclock / (tau_c * strength))
+    retention: float  # raw: exp(-dclock / (tau_c * strength)) with this timeline's strength
     quality: float  # raw: the appearance's identity score at observation
     identity: float  # raw: DINOv2 cosine to the character's reference (or first accepted appearance)
+    terms: tuple = ()  # (relevance, retention, quality) as they enter the score
+    strength: Optional[float] = None  # on this timeline (None: as formed)
+    reinforced_clock: Optional[float] = None  # on this timeline (None: as formed)
+    uses: int = 0  # uses of this memory by ancestors of the scene
 
     @property
     def frame_path(self) -> str:

@@ -508,6 +508,22 @@ def _load(shown: str, max_bytes: int, reference_folders) -> Story:
     return story
 
 
+def file_sha(path: Optional[str]) -> Optional[str]:
+    """A fingerprint of a (reference image) file's bytes, so that a reload notices a file replaced in place."""
+    if not path:
+        return None
+    import hashlib
+
+    h = hashlib.sha1()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:  # not readable now: the fingerprint is not known
+        return None
+    return h.hexdigest()[:16]
+
+
 def story_from_fields(data: dict, source_path: Optional[str] = None) -> Story:
     """A :class:`Story` from a story file's fields as :func:`storygraph.rules.read` returns them."""
     story = data["story"]
@@ -518,15 +534,16 @@ def story_from_fields(data: dict, source_path: Optional[str] = None) -> Story:
         return default if v is None else v
 
     characters = tuple(Character(id=c["id"], name=c["name"], description=c["description"],
-                                 reference_path=c.get("reference"), decay_tau=c.get("decay_tau"))
+                                 reference_path=c.get("reference"), decay_tau=c.get("decay_tau"),
+                                 reference_sha=file_sha(c.get("reference")))
                        for c in data.get("characters") or ())
     environments = tuple(Environment(id=e["id"], description=e["description"], name=opt(e, "name", ""),
-                                     reference_path=e.get("reference"))
+                                     reference_path=e.get("reference"), reference_sha=file_sha(e.get("reference")))
                          for e in data.get("environments") or ())
     scenes = []
     for s in data["scenes"]:
         references = tuple(Reference(path=r["path"], kind=opt(r, "kind", "character"), character=r.get("character"),
-                                     frame_index=opt(r, "frame_index", 0), strength=opt(r, "strength", 1.0))
+                                     frame_index=opt(r, "frame_index", 0), strength=opt(r, "strength", 1.0), sha=file_sha(r["path"]))
                            for r in s.get("references") or ())
         scenes.append(SceneSpec(
             id=s["id"], action=s["action"], characters=tuple(s.get("characters") or ()),

@@ -322,10 +322,18 @@ def make_appearance(store, aid: str, character: str, scene_id: str, dino, clip, 
 
 
 def commit(store, scene_id: str, appearances: list[Appearance], take: int = 0, choose: bool = True,
-           reinforcements=()) -> int:
+           conditioned_on: Iterable[ConditionRecord] = (), identity: Optional[dict] = None) -> int:
+    """Commit a take; ``conditioned_on`` records the memories it used, ``identity`` the identity it kept per
+    character (what a later scene's memory of those memories is derived from)."""
     t = TakeRecord(scene_id, take, take, f"prompt {scene_id}", f"/media/{scene_id}/{take}.mp4",
-                   f"/media/{scene_id}/{take}.png", f"/media/{scene_id}/{take}", Scores(identity=0.9))
-    return store.commit_take(SceneCommit(t, appearances, [], list(reinforcements), choose))
+                   f"/media/{scene_id}/{take}.png", f"/media/{scene_id}/{take}",
+                   Scores(identity=0.9, identity_by_character=dict(identity or {})))
+    return store.commit_take(SceneCommit(t, appearances, list(conditioned_on), choose))
+
+
+def used(*appearance_ids: str) -> list[ConditionRecord]:
+    """``CONDITIONED_ON`` records of keyframes from these appearances."""
+    return [ConditionRecord("keyframe", "Appearance", aid, 0, 0.6, 1.0, f"memory {aid}") for aid in appearance_ids]
 
 
 def embedded_store(folder: Path):

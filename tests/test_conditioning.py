@@ -21,15 +21,17 @@ def _frames(n, seed=0, size=16):
     return [(rs.rand(size, size, 3) * 255).astype(np.uint8) for _ in range(n)]
 
 
-def _cand(app_id, cid, scene_id, score, rel=0.8, ret=0.7, q=0.9, path=None):
+def _cand(app_id, cid, scene_id, score, rel=0.8, ret=0.7, q=0.9, path=None, terms=None, uses=0):
     app = Appearance(id=app_id, character_id=cid, scene_id=scene_id, frame_index=0,
                      frame_path=path or f"/media/{scene_id}/take-1/frames/0000.png", strength=1.0,
                      reinforced_clock=0.0, identity_score=q, clip=[], dino=[])
-    return Candidate(appearance=app, score=score, relevance=rel, retention=ret, quality=q, identity=q)
+    return Candidate(appearance=app, score=score, relevance=rel, retention=ret, quality=q, identity=q,
+                     terms=terms or (score, 0.0, 0.0), strength=1.0 + uses, uses=uses)
 
 
 MEMORIES = {
-    "mara": [_cand("a-mara-s01", "mara", "s01", 0.41), _cand("a-mara-s02", "mara", "s02", 0.87, 0.81, 0.74, 0.92)],
+    "mara": [_cand("a-mara-s01", "mara", "s01", 0.41),
+             _cand("a-mara-s02", "mara", "s02", 0.87, 0.81, 0.74, 0.92, terms=(0.5, 0.245, 0.125), uses=1)],
     "tom": [_cand("a-tom-s01", "tom", "s01", 0.55, 0.6, 0.5, 0.7)],
 }
 
@@ -62,8 +64,10 @@ def test_cut_in_keyframe_mode_uses_each_characters_top_memory_as_a_keyframe():
     assert (mara_cond.index, tom_cond.index) == (0, 1)
     assert mara_rec.strength == pytest.approx(0.6) and mara_cond.strength == pytest.approx(0.6)
     assert mara_rec.score == pytest.approx(0.87) and mara_rec.target_kind == "Appearance"
-    assert mara_rec.reason == ("cut: mara's nearest prior appearance (scene s02, score 0.87: relevance 0.81, "
-                               "retention 0.74, quality 0.92) as a keyframe at index 0, strength 0.6")
+    # the parts of the score add up to it as shown (0.50 + 0.25 + 0.12 = 0.87), then the raw values behind them
+    assert mara_rec.reason == ("cut: mara's nearest prior appearance (scene s02, score 0.87 = relevance 0.50 + "
+                               "retention 0.25 + quality 0.12 (text+identity 0.81, retention 0.74 at memory strength "
+                               "2.00 after 1 use on this timeline, identity 0.92)) as a keyframe at index 0, strength 0.6")
     assert plan.notes == ["cut: no prior appearance of ines on this timeline and no reference image"]
 
 
@@ -181,7 +185,8 @@ def test_cut_in_context_mode_puts_memory_before_the_clip_best_first():
     assert [(c.before, c.downscale, c.strength) for c in plan.conditions] == [(1, 2, 1.0), (2, 2, 1.0)]
     assert plan.conditions[0].frames == [MEMORIES["mara"][1].frame_path]
     assert plan.records[0].reason == (
-        "cut: mara's nearest prior appearance (scene s02, score 0.87: relevance 0.81, retention 0.74, quality 0.92) "
+        "cut: mara's nearest prior appearance (scene s02, score 0.87 = relevance 0.50 + retention 0.25 + quality 0.12 "
+        "(text+identity 0.81, retention 0.74 at memory strength 2.00 after 1 use on this timeline, identity 0.92)) "
         "as context memory 1 latent slot before the clip (frames [-8, -7)), half size, strength 1.0")
     assert plan.notes == ["cut: no prior appearance of ines on this timeline and no reference image"]
 

@@ -47,7 +47,7 @@ def graph(demo):
     finally:
         store.close()
     return {"scenes": scenes, "provenance": provenance, "scene_edges": edges, "transitions": transitions,
-            "all_edges": all_edges, "characters": characters}
+            "all_edges": all_edges, "characters": characters, "dir": d}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,8 @@ def test_every_scene_is_done_with_an_mp4_and_scores(graph, example):
     for sid, s in scenes.items():
         assert s.status == "done", (sid, s.status, s.notes)
         assert s.video_path and s.video_path.endswith(".mp4"), sid
-        video = Path(s.video_path)
+        assert not Path(s.video_path).is_absolute(), sid  # relative to the story folder, which can move
+        video = graph["dir"] / s.video_path
         assert video.is_file(), sid
         assert video.read_bytes()[4:8] == b"ftyp", f"{sid}: {video} is not an MP4 file"
         for name in SCORES:

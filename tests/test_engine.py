@@ -1,6 +1,6 @@
 """StoryEngine through its Python API with tiny random-weight models: takes, choosing a take, the one-worker
 rule, editing a generated scene, branches and timeline-bound retrieval, the event log, read-only queries,
-and reinforcement of the memories a scene used.
+and the reinforcement of the memories a scene used, on its own timeline.
 """
 
 from __future__ import annotations
@@ -71,7 +71,9 @@ def test_two_takes_one_chosen_the_other_kept_out_of_memory(make_engine):
     takes = {t.take: t for t in e.store.takes(sid)}
     assert sorted(takes) == [0, 1]
     assert takes[0].seed != takes[1].seed
-    assert all(t.video_path and os.path.exists(t.video_path) for t in takes.values())
+    # media paths are stored relative to the story folder, and name files in it
+    assert all(t.video_path and not os.path.isabs(t.video_path) and (e.dir / t.video_path).is_file()
+               for t in takes.values())
     assert takes[0].video_path != takes[1].video_path
     chosen = [n for n, t in takes.items() if t.chosen]
     assert len(chosen) == 1
@@ -143,7 +145,7 @@ def test_one_generation_at_a_time(make_engine):
     {"action": "Mara stops under a lamp post and looks up at the rain, then keeps walking"},
     {"steps": 3},
 ], ids=["action", "steps"])
-def test_editing_a_done_scene_replans_it_and_makes_a_new_take(make_engine, edit):
+def test_editing_a_done_scene_makes_it_stale_then_a_new_take_replaces_it(make_engine, edit):
     e = make_engine(ONE)
     sid = "s01-arrival"
     e.generate(sid)
@@ -152,7 +154,8 @@ def test_editing_a_done_scene_replans_it_and_makes_a_new_take(make_engine, edit)
     old_apps = {a.id for a in _apps(e, sid)[0]}
 
     rec = e.update_scene(sid, **edit)
-    assert rec.status == "planned"
+    assert rec.status == "stale" and rec.stale_reason == f"edited: {next(iter(edit))}"
+    assert rec.video_path == old[0].video_path  # it keeps its media until it is made again
     for k, v in edit.items():
         assert getattr(rec.spec, k) == v
 
@@ -163,8 +166,24 @@ def test_editing_a_done_scene_replans_it_and_makes_a_new_take(make_engine, edit)
     assert takes[1].video_path != takes[0].video_path
     if "action" in edit:
         assert edit["action"] in takes[1].prompt and edit["action"] not in takes[0].prompt
-    accepted, rejected = _assert_chosen(e, sid, 1)
+    accepted, rejected = _assert_chosen(e, sid, 1)  # the stale take did not compete with the new one
     assert old_apps == rejected
+    assert e.store.scene(sid).stale_reason == ""
+
+
+def test_a_generation_stopped_by_ctrl_c_is_interrupted_and_run_makes_it(make_engine):
+    e = make_engine(ONE)
+
+    def stop(scene_id, stage, info):
+        if stage == "generate":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        e.generate("s01-arrival", progress=stop)
+    scene = e.store.scene("s01-arrival")
+    assert scene.status == "interrupted" and "KeyboardInterrupt" in scene.notes
+    assert e.run() == ["s01-arrival"]
+    assert e.store.scene("s01-arrival").status == "done"
 
 
 def test_a_new_branch_never_remembers_its_sibling(make_engine):
@@ -247,8 +266,9 @@ def test_query_is_read_only(make_engine, cypher):
 
 
 @pytest.mark.parametrize("memory", [{}, {"reinforce_threshold": -1.0}], ids=["defaults", "always-reinforce"])
-def test_memory_a_cut_used_is_reinforced_by_the_takes_identity(make_engine, memory):
+def test_memory_used_as_keyframe_is_reinforced_on_its_timeline_by_the_takes_identity(make_engine, memory):
     from storygraph.engine.memory import update_strength
+    from storygraph.timeline import child_placement
 
     e = make_engine(CUT, memory=memory)
     params = e.config.memory
@@ -262,14 +282,26 @@ def test_memory_a_cut_used_is_reinforced_by_the_takes_identity(make_engine, memo
     assert {c.target_id for c in keyframes} <= set(before)
     scene = e.store.scene("s02-package")
     [take] = [t for t in e.store.takes("s02-package") if t.chosen]
+    # the graph keeps each memory as it was formed ...
     after = {a.id: a for a in e.store.appearances(ids=[c.target_id for c in keyframes], with_vectors=False)}
     for c in keyframes:
-        b, a = before[c.target_id], after[c.target_id]
+        assert (after[c.target_id].strength, after[c.target_id].reinforced_clock) == (
+            before[c.target_id].strength, before[c.target_id].reinforced_clock)
+    # ... and a scene after s02 on its timeline remembers it as the use left it; one beside s02 as it was formed
+    [query] = e.encoders.embed_text(["Mara on the pier"])
+    later = child_placement(scene.placement, "later", 2.0, continues_branch=True)
+    beside = child_placement(e.store.scene("s01-arrival").placement, "beside", 2.0, continues_branch=False)
+    for c in keyframes:
+        b = before[c.target_id]
         identity = take.scores.identity_by_character[b.character_id]
         strength, clock = update_strength(b.strength, b.reinforced_clock, identity, scene.clock, params)
-        assert a.strength == pytest.approx(strength), (c.target_id, b.strength, identity)
-        assert a.reinforced_clock == pytest.approx(clock)
-        if memory:  # every identity reinforces: the memory must have changed
-            assert a.strength == pytest.approx(min(b.strength + params.reinforce_step, params.strength_max))
-            assert a.reinforced_clock == pytest.approx(max(b.reinforced_clock, scene.clock))
-            assert a.reinforced_clock != b.reinforced_clock
+        [here] = [x for x in e.retriever.nearest_prior_appearances(later, "mara", k=50, text_query=query)
+                  if x.appearance.id == c.target_id]
+        assert (here.strength, here.reinforced_clock, here.uses) == (pytest.approx(strength), pytest.approx(clock), 1)
+        [there] = [x for x in e.retriever.nearest_prior_appearances(beside, "mara", k=50, text_query=query)
+                   if x.appearance.id == c.target_id]
+        assert (there.strength, there.reinforced_clock, there.uses) == (b.strength, b.reinforced_clock, 0)
+        if memory:  # every identity reinforces: the memory must have changed on s02's timeline
+            assert here.strength == pytest.approx(min(b.strength + params.reinforce_step, params.strength_max))
+            assert here.reinforced_clock == pytest.approx(max(b.reinforced_clock, scene.clock))
+            assert here.reinforced_clock != b.reinforced_clock

@@ -1,6 +1,6 @@
 """Crash tests: ``storygraph run`` killed with SIGKILL at each boundary of the per-scene loop, then
 ``storygraph resume`` finishes the story with no scene missing or made twice and the vector index on disk
-matching the graph.
+matching the graph. The scene the killed process was generating is ``interrupted`` once the story is opened.
 
 Each run is killed while working on the third scene of four, so the crash lands between committed scenes
 and scenes still to make; with two takes per scene, it also lands between the takes of one scene.
@@ -85,6 +85,8 @@ def test_killed_run_resumes_to_a_complete_consistent_story(point, story_file, ti
         store.close()
     assert [status[s] for s in SCENES[:done_at_crash]] == ["done"] * done_at_crash
     assert all(status[s] != "done" for s in SCENES[done_at_crash:]), status
+    if done_at_crash == 2:  # the killed process was on the third scene: opening the story says so
+        assert status[CRASH_SCENE] == "interrupted", status
     assert len(crash_scene_takes) == takes_at_crash, [t.take for t in crash_scene_takes]
 
     if point == "after_commit":

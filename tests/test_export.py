@@ -69,9 +69,9 @@ def test_one_entry_per_accepted_take_with_existing_media_and_the_prompt_as_capti
         assert entry["caption"] == scene.prompt
         assert entry["caption"] == _chosen(story, sid).prompt
         # the accepted take's video, not the other take's
-        assert media.read_bytes() == Path(_chosen(story, sid).video_path).read_bytes()
+        assert media.read_bytes() == (story["dir"] / _chosen(story, sid).video_path).read_bytes()
         others = [t for t in story["takes"][sid] if not t.chosen]
-        assert others and all(media.read_bytes() != Path(t.video_path).read_bytes() for t in others)
+        assert others and all(media.read_bytes() != (story["dir"] / t.video_path).read_bytes() for t in others)
 
 
 def test_min_identity_above_every_score_exports_nothing(story, tmp_path):
@@ -106,7 +106,7 @@ def test_ic_lora_reference_is_the_parents_video(story, tmp_path):
         assert parent
         ref = out / entry["reference_path"]
         assert ref.is_file()
-        assert ref.read_bytes() == Path(_chosen(story, parent).video_path).read_bytes()
+        assert ref.read_bytes() == (story["dir"] / _chosen(story, parent).video_path).read_bytes()
         assert entry["reference_path"] != entry["media_path"]
     roots = {s.id for s in story["scenes"].values() if not s.placement.parent_id}
     assert {x["scene"] for x in scores["skipped"]} == roots

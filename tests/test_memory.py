@@ -143,3 +143,25 @@ def test_stronger_memory_wins_a_relevance_tie_through_the_formula():
     ret = memory.retention(now, np.array([5.0, 25.0]), np.array([1.0, 1.0]), tau)
     scores = memory.retrieval_scores([0.6, 0.6], ret, [0.9, 0.9], P)
     assert scores[1] > scores[0]
+
+
+def test_strength_on_a_timeline_folds_its_uses_in_order():
+    p = MemoryParams(reinforce_threshold=0.8, drift_threshold=0.5, reinforce_step=1.0, penalty_step=1.0,
+                     strength_min=0.25, strength_max=3.0)
+    assert memory.strength_on_timeline(1.0, 2.0, [], p) == (1.0, 2.0)  # no use: as formed
+    # kept identity at clock 5 (+1, refreshed), drifted at 7 (-1), unmeasured at 8 (nothing), kept at 9 (+1)
+    uses = [(5.0, 0.9), (7.0, 0.3), (8.0, None), (9.0, 0.85)]
+    assert memory.strength_on_timeline(1.0, 2.0, uses, p) == (2.0, 9.0)
+    assert memory.strength_on_timeline(2.5, 0.0, [(4.0, 0.9), (6.0, 0.9)], p) == (3.0, 6.0)  # capped
+
+
+def test_shown_terms_add_up_to_the_shown_score():
+    import itertools
+
+    assert memory.shown_terms([1 / 3, 1 / 3, 1 / 3]) == ("1.00", ["0.34", "0.33", "0.33"])
+    assert memory.shown_terms([0.5, 0.245, 0.125]) == ("0.87", ["0.50", "0.25", "0.12"])
+    for terms in itertools.product([0.0, 0.004, 0.125, 1 / 3, 0.666, 0.995, 1.0], repeat=3):
+        total, parts = memory.shown_terms(terms)
+        assert round(sum(float(x) for x in parts), 2) == float(total), terms
+        assert abs(float(total) - sum(terms)) <= 0.005 + 1e-9, terms
+        assert all(abs(float(x) - t) < 0.01 for x, t in zip(parts, terms)), terms

@@ -5,8 +5,9 @@ The story (cut gap 2, so clocks are 0, 2, 4, ...):
     main:   s0 pier -> s1 lighthouse -> s2 market -> s3 lighthouse -> s4 cabin -> s5 (query)
     branch:                              s2 -> t3 lighthouse -> t4 market -> t5 (query)
 
-Mara appears in s0..s4 and t3, t4; at s3 she is off-model (somebody else in her outfit). Ivo appears in
-s0, s1, s2 with identical embeddings, so only strength and recency separate his memories.
+Mara appears in s0..s4 and t3, t4; at s3 she is off-model (somebody else in her outfit), and the observer said so
+(identity score 0.3). Ivo appears in s0, s1, s2 with identical embeddings, so only strength and recency separate
+his memories.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from storygraph.engine import memory
 from storygraph.engine.retrieval import Retriever, nearest_prior_appearances
 from storygraph.engine.vectors import VectorIndex
 
-from support import Planted, commit, embedded_store, make_appearance, memory_story
+from support import Planted, commit, embedded_store, make_appearance, memory_story, used
 
 MAIN = [("s0", "pier"), ("s1", "lighthouse"), ("s2", "market"), ("s3", "lighthouse"), ("s4", "cabin")]
 SIDE = [("t3", "lighthouse"), ("t4", "market")]
@@ -44,7 +45,7 @@ def world(tmp_path):
            "s2": dict(strength=1.0, reinforced_clock=4.0)}
     for sid, env in MAIN + SIDE:
         apps = [make_appearance(store, f"{sid}-mara", "mara", sid, planted.dino("mara", off_model=sid == "s3"),
-                                planted.clip("mara", env))]
+                                planted.clip("mara", env), identity_score=0.3 if sid == "s3" else 0.9)]
         if sid in ivo:
             apps.append(make_appearance(store, f"{sid}-ivo", "ivo", sid, ivo_dino, ivo_clip, **ivo[sid]))
         commit(store, sid, apps)
@@ -90,13 +91,19 @@ def test_drift_guard_excludes_off_model_memory(world):
     ref = planted.reference("mara")
     guarded = r.nearest_prior_appearances(store.scene("s5"), "mara", 10, text_query=q, identity_ref=ref)
     assert "s3-mara" not in ids(guarded)
-    assert all(c.identity >= MemoryParams().drift_threshold for c in guarded)
+    # the guard reads the identity score users see for each appearance (the observer's), not a raw cosine
+    assert all(c.quality >= MemoryParams().drift_threshold for c in guarded)
     # the guard, not anything else, is what kept it out: without it, it comes back
     loose = r.nearest_prior_appearances(store.scene("s5"), "mara", 10, text_query=q, identity_ref=ref,
                                         params=MemoryParams(drift_threshold=-1.0))
     assert "s3-mara" in ids(loose)
     off = next(c for c in loose if c.appearance.id == "s3-mara")
-    assert off.identity < MemoryParams().drift_threshold
+    assert off.quality == pytest.approx(0.3) and off.quality < MemoryParams().drift_threshold
+    # on that scale, a threshold just under its score lets it in and one just over keeps it out
+    assert "s3-mara" in ids(r.nearest_prior_appearances(store.scene("s5"), "mara", 10, text_query=q,
+                                                        params=MemoryParams(drift_threshold=0.29)))
+    assert "s3-mara" not in ids(r.nearest_prior_appearances(store.scene("s5"), "mara", 10, text_query=q,
+                                                            params=MemoryParams(drift_threshold=0.31)))
     # and the off-model take is never returned at any k, nor on the side timeline where it is not an ancestor
     for k in (1, 3, 50):
         assert "s3-mara" not in ids(r.nearest_prior_appearances(store.scene("s5"), "mara", k, text_query=q))
@@ -144,25 +151,45 @@ def test_scores_are_the_memory_formula_over_the_candidates(world):
     for c in got:
         assert c.retention == pytest.approx(memory.retention(10.0, c.appearance.reinforced_clock,
                                                              c.appearance.strength, p.tau_character))
+        # the three parts add up to the score, each within its weight
+        assert sum(c.terms) == pytest.approx(c.score)
+        assert all(0 <= t <= w + 1e-12 for t, w in zip(c.terms, (p.w_relevance, p.w_recency, p.w_quality)))
 
 
-def test_reinforcement_and_penalty_move_strengths_and_ranking(world):
+def test_uses_on_the_timeline_move_strengths_and_ranking_and_nowhere_else(world):
     store, r, planted = world
     params = MemoryParams()
-    before = {a.id: a for a in store.appearances(ids=["s0-ivo", "s1-ivo"], with_vectors=False)}
     s3_clock = store.scene("s3").clock
-    # s3 reused s1-ivo and kept identity (0.95): +1 and refreshed; it reused s0-ivo and drifted (0.2): -1
-    good = memory.update_strength(before["s1-ivo"].strength, before["s1-ivo"].reinforced_clock, 0.95, s3_clock, params)
-    bad = memory.update_strength(before["s0-ivo"].strength, before["s0-ivo"].reinforced_clock, 0.2, s3_clock, params)
+    # s3 used s1-ivo and kept Ivo's identity (0.95): +1 and refreshed; s4 used s0-ivo and drifted (0.2): -1
+    commit(store, "s3", [], take=1, conditioned_on=used("s1-ivo"), identity={"ivo": 0.95})
+    commit(store, "s4", [], take=1, conditioned_on=used("s0-ivo"), identity={"ivo": 0.2})
+    good = memory.update_strength(1.0, 2.0, 0.95, s3_clock, params)
+    bad = memory.update_strength(3.0, 0.0, 0.2, store.scene("s4").clock, params)
     assert good == (2.0, s3_clock) and bad == (2.0, 0.0)
-    commit(store, "s3", [], take=1, choose=False,
-           reinforcements=[("s1-ivo", *good), ("s0-ivo", *bad)])
-    after = {a.id: a for a in store.appearances(ids=["s0-ivo", "s1-ivo"], with_vectors=False)}
-    assert (after["s1-ivo"].strength, after["s1-ivo"].reinforced_clock) == good
-    assert (after["s0-ivo"].strength, after["s0-ivo"].reinforced_clock) == bad
+    # the graph keeps each memory as it was formed
+    formed = {a.id: (a.strength, a.reinforced_clock) for a in store.appearances(ids=["s0-ivo", "s1-ivo"])}
+    assert formed == {"s0-ivo": (3.0, 0.0), "s1-ivo": (1.0, 2.0)}
     got = r.nearest_prior_appearances(store.scene("s5"), "ivo", 3, text_query=planted.text("ivo", "market"))
     # s1: exp(-4/8) = .61, s0: exp(-10/8) = .29, s2: exp(-6/4) = .22
     assert ids(got) == ["s1-ivo", "s0-ivo", "s2-ivo"]
+    here = {c.appearance.id: (c.strength, c.reinforced_clock, c.uses) for c in got}
+    assert here == {"s1-ivo": (*good, 1), "s0-ivo": (*bad, 1), "s2-ivo": (1.0, 4.0, 0)}
+    # on the side timeline (through s2, not s3 or s4) neither use happened: memories as formed, ranking as formed
+    side = r.nearest_prior_appearances(store.scene("t5"), "ivo", 3, text_query=planted.text("ivo", "market"))
+    assert ids(side) == ["s0-ivo", "s2-ivo", "s1-ivo"]
+    assert {c.appearance.id: (c.strength, c.reinforced_clock, c.uses) for c in side} == {
+        "s0-ivo": (3.0, 0.0, 0), "s1-ivo": (1.0, 2.0, 0), "s2-ivo": (1.0, 4.0, 0)}
+    assert [c.retention for c in side] == pytest.approx([math.exp(-10 / 12), math.exp(-6 / 4), math.exp(-8 / 4)])
+
+
+def test_uses_apply_in_timeline_order(world):
+    store, r, planted = world
+    # s3 (clock 6) drifts with s1-ivo, then s4 (clock 8) keeps identity with it: -1 floors at 0.25, then +1
+    commit(store, "s4", [], take=1, conditioned_on=used("s1-ivo"), identity={"ivo": 0.95})
+    commit(store, "s3", [], take=1, conditioned_on=used("s1-ivo"), identity={"ivo": 0.1})
+    [c] = [c for c in r.nearest_prior_appearances(store.scene("s5"), "ivo", 3, text_query=planted.text("ivo", "market"))
+           if c.appearance.id == "s1-ivo"]
+    assert (c.strength, c.reinforced_clock, c.uses) == (1.25, 8.0, 2)
 
 
 def test_function_form_and_exact_flag_agree(world):

@@ -154,13 +154,13 @@ def test_a_cancel_from_another_thread_stops_the_run(make_engine, tiny_runtime):
 
 
 def test_deleting_a_scene_removes_its_takes_memories_and_media_and_frees_what_follows(make_engine):
-    from storygraph.engine.errors import SceneInUse
+    from storygraph.engine.errors import SceneHasChildren
 
     e = make_engine(BRANCHY)
     e.run_selection(Selection("branch", "s03-keeper"))
     apps = {a.id for a in e.store.appearances(scene_id="s03-keeper", accepted_only=False)}
     assert apps
-    with pytest.raises(SceneInUse) as refused:  # s04 was made from s03
+    with pytest.raises(SceneHasChildren) as refused:  # s04 was made from s03
         e.delete_scene("s03-keeper")
     assert "s04-meeting" in str(refused.value)
     assert e.store.scene("s03-keeper") is not None and media_of(e, "s03-keeper") == ["take-0"]
@@ -188,31 +188,35 @@ def test_deleting_a_planned_scene_makes_its_children_timelines_of_their_own(make
     assert e.store.scene("s02-package").placement.branch == "s01-arrival"  # the rest keeps its placement
 
 
-def test_deleting_a_transition_refuses_a_generated_child_and_frees_a_planned_one(make_engine):
-    from storygraph.engine.errors import SceneInUse
-
+def test_deleting_a_transition_frees_a_planned_child_and_makes_a_generated_one_stale(make_engine):
     e = make_engine(BRANCHY)
     e.run(until="s02-package")
-    with pytest.raises(SceneInUse):
-        e.delete_transition("s01-arrival", "s02-package")
     e.delete_transition("s01-arrival", "s03-keeper")
     assert ("s01-arrival", "s03-keeper") not in {(t.from_id, t.to_id) for t in e.store.transitions()}
     s03, s04 = e.store.scene("s03-keeper"), e.store.scene("s04-meeting")
     assert s03.placement.parent_id is None and s03.placement.branch == "s03-keeper" and s03.clock == 0
     assert s04.placement.parent_id == "s03-keeper" and s04.clock == pytest.approx(2.0)  # a cut's default gap
+    assert s03.status == "planned" and s04.status == "planned"  # nothing made: nothing stale
+    e.delete_transition("s01-arrival", "s02-package")  # s02 was made as s01's extension: it keeps its media, stale
+    s02 = e.store.scene("s02-package")
+    assert s02.placement.parent_id is None and s02.status == "stale"
+    assert "detached from s01-arrival" in s02.stale_reason and media_of(e, "s02-package") == ["take-0"]
 
 
-def test_a_scene_another_scene_remembers_cannot_be_deleted(make_engine):
+def test_a_scene_with_a_generated_scene_after_it_is_deleted_only_with_cascade(make_engine):
     from storygraph.domain import ConditionRecord
-    from storygraph.engine.errors import SceneInUse
+    from storygraph.engine.errors import SceneHasChildren
 
     e = make_engine(BRANCHY)
     commit_take(e.store, "s01-arrival")
     app = e.store.appearances(scene_id="s01-arrival")[0]
     commit_take(e.store, "s03-keeper", conditioned_on=[ConditionRecord("keyframe", "Appearance", app.id, 0, 0.6, 0.5, "")])
-    with pytest.raises(SceneInUse) as refused:
+    with pytest.raises(SceneHasChildren) as refused:
         e.delete_scene("s01-arrival")
-    assert "s03-keeper" in str(refused.value)
+    assert "s03-keeper" in str(refused.value) and e.store.scene("s03-keeper") is not None
+    gone = e.delete_scene("s01-arrival", cascade=True)
+    assert gone[0] == "s01-arrival" and "s03-keeper" in gone
+    assert e.store.scene("s01-arrival") is None and e.store.scene("s03-keeper") is None
 
 
 # -- references -----------------------------------------------------------------------------------------------

@@ -236,6 +236,10 @@ def test_console_errors_and_time_limit(story):
     assert len(many["rows"]) == 3 and many["truncated"] and many["row_count"] == 3 and many["max_rows"] == 3
     assert post(c, app, "/api/query", {"cypher": "  "}).status_code == 400
     viewer_of(app).close()
+    quick = make_app(story[0], query_timeout_s=0.05)
+    slow = post(quick.test_client(), quick, "/api/query", {"cypher": "UNWIND range(1, 30000000) AS x RETURN sum(x) AS s"})
+    assert slow.status_code == 400 and "time limit" in slow.get_json()["error"]
+    viewer_of(quick).close()
 
 
 # -- the event stream ----------------------------------------------------------------------------

@@ -1,2 +1,3 @@
 MATCH (e:Environment {story_id: $story, id: $id})
-RETURN e.id AS id, e.name AS name, e.description AS description, e.reference_path AS reference_path
+RETURN e.id AS id, e.name AS name, e.description AS description, e.reference_path AS reference_path,
+       e.reference_sha AS reference_sha

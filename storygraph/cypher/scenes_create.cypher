@@ -1,5 +1,6 @@
 UNWIND $rows AS r
 CREATE (:Scene {story_id: $story, id: r.id, status: 'planned', takes: 0, notes: '', created_at: $now,
+    stale_reason: '', stale_from: '',
     title: r.title, action: r.action, characters: r.characters, environment: r.environment,
     lighting: r.lighting, weather: r.weather, camera: r.camera, width: r.width, height: r.height,
     frames: r.frames, fps: r.fps, seed: r.seed, steps: r.steps, guidance: r.guidance,

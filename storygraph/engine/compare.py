@@ -212,7 +212,6 @@ def compare_modes(engine, modes: Sequence[str], scene_ids: Optional[Sequence[str
                 result_, media = engine._generate(work, number, seed)
                 outcome = engine._observe(work, number, seed, result_, media)
                 outcome.commit.choose = False
-                outcome.commit.reinforcements = []
                 store.commit_take(outcome.commit)
                 engine.index.update_scene(scene.id)
                 made = outcome.take

@@ -323,8 +323,7 @@ def plan_conditioning(
         c = cand or m.candidates[0]
         a = c.appearance
         return ("Appearance", a.id, [a.frame_path], float(c.score),
-                f"{label(m.cid)}'s nearest prior appearance (scene {a.scene_id}, score {_fmt(c.score)}: relevance "
-                f"{_fmt(c.relevance)}, retention {_fmt(c.retention)}, quality {_fmt(c.quality)})")
+                f"{label(m.cid)}'s nearest prior appearance (scene {a.scene_id}, {score_text(c)})")
 
     context_mode = scene_mode in ("context", "extend")
     if scene_mode == "reference":
@@ -431,6 +430,21 @@ def _sheet(plan: ConditioningPlan, wanted: list, environment: Optional[Environme
 def _short(text: str, limit: int = 160) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def score_text(cand: Candidate) -> str:
+    """A retrieval score in words whose parts add up to it, then the raw values behind each part:
+    ``score 1.75 = relevance 1.00 + retention 0.50 + quality 0.25 (text+identity 0.28, retention 0.87 at memory
+    strength 2.00 after 1 use on this timeline, identity 0.88)``."""
+    from .memory import shown_terms
+
+    terms = cand.terms or (cand.score, 0.0, 0.0)
+    total, (rel, ret, q) = shown_terms(terms)
+    strength = cand.strength if cand.strength is not None else cand.appearance.strength
+    uses = f" after {cand.uses} use{'s' if cand.uses != 1 else ''} on this timeline" if cand.uses else ""
+    return (f"score {total} = relevance {rel} + retention {ret} + quality {q} (text+identity "
+            f"{_fmt(cand.relevance)}, retention {_fmt(cand.retention)} at memory strength {float(strength):.2f}"
+            f"{uses}, identity {_fmt(cand.quality)})")
 
 
 def resolve_reference_path(path: str, base_dir: Optional[Union[str, os.PathLike]]) -> Path:

@@ -1,10 +1,15 @@
 """StoryEngine: plan → retrieve → condition → generate → observe → commit, one scene at a time.
 
 The graph is the source of truth. A scene goes planned → generating → done | failed; each take is
-committed in one transaction (take, appearances with embeddings, provenance, reinforcement of the memories it
-used, APPEARS_IN updates, an Event), and only then is the vector index updated, so a crash at any point
-leaves a story that ``resume`` finishes: committed takes are never made twice, and the index is reconciled
-with the graph on open.
+committed in one transaction (take, appearances with embeddings, provenance, APPEARS_IN updates, an Event), and
+only then is the vector index updated, so a crash at any point leaves a story that ``resume`` finishes: committed
+takes are never made twice, the index is reconciled with the graph on open, and a scene whose process died is
+``interrupted`` and made again.
+
+Edits ripple (see :mod:`storygraph.ripple`): changing a scene, its place on a timeline, a character or place it
+shows, or the take chosen upstream makes the generated scenes made from it ``stale``; they keep their media until
+``run`` makes them again, parents first. New takes compete with the chosen one: the choice only changes when a new
+take beats it on ``best_take_by`` (or when the user chooses). Media paths are stored relative to the story folder.
 
 The engine is put together from parts with one job each: the store (the graph), a :class:`ModelRegistry`
 (models loaded on first use), an :class:`IndexKeeper` (the vector indexes), a :class:`TakeBook` (seeds, request
@@ -20,14 +25,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from .. import mediapaths
 from ..config import Config
 from ..domain import Character, Environment, SceneSpec, Story, Transition
 from ..faults import crash_point
 from ..graphdb import SceneCommit, SceneContext, SceneRecord, StoryStore, TakeRecord, TransitionRecord, open_store
-from ..timeline import child_placement, place_scenes, transition_decay
+from ..ripple import Cause, subtree
+from ..timeline import child_placement, place_scenes, timeline_order, transition_decay
 from .checks import EditChecks
 from .errors import (
-    EngineError, GenerationBusy, IndexNotSaved, InvalidRequest, NotReady, SceneExists, SceneInUse, SceneNotFound,
+    EngineError, GenerationBusy, IndexNotSaved, InvalidRequest, NotReady, SceneExists, SceneHasChildren,
+    SceneNotFound,
 )
 from .indexes import IndexKeeper
 from .locks import GenerationLock
@@ -38,7 +46,8 @@ from .runs import Cancelled, Progress, ProgressState, RunControl, Selection, sce
 from .takes import TakeBook, TakeOutcome
 
 __all__ = ["StoryEngine", "STAGES", "SceneWork", "RunOutcome", "EngineError", "SceneNotFound", "SceneExists",
-           "NotReady", "GenerationBusy", "InvalidRequest", "IndexNotSaved", "Cancelled", "RunControl", "Selection"]
+           "NotReady", "GenerationBusy", "InvalidRequest", "IndexNotSaved", "SceneHasChildren", "Cancelled",
+           "RunControl", "Selection"]
 
 STAGES = ("plan", "retrieve", "condition", "generate", "observe", "commit")
 ProgressFn = Callable[[str, str, dict], None]  # (scene id, stage, info)
@@ -70,6 +79,7 @@ class SceneWork:
     plan: Any = None  # the ConditioningPlan
     reference: Any = None  # the composed reference sheet (a ReferenceInput) in reference mode
     made: list = field(default_factory=list)  # take numbers this run started making (their media may be on disk)
+    notes: list = field(default_factory=list)  # what could not be used (a memory whose frame is gone), in words
 
     @property
     def scene(self) -> SceneRecord:
@@ -99,8 +109,10 @@ class StoryEngine:
         self.index = index or IndexKeeper(self.dir / "vectors", store, config.models.device,
                                           config.engine.index_save_every)
         self.lock = lock or GenerationLock(self.dir)
-        self.takes = takes or TakeBook(store, config.engine, config.memory)
+        self.takes = takes or TakeBook(store, config.engine, config.memory,
+                                       media_ok=lambda path: mediapaths.exists(self.dir, path))
         self.checks = EditChecks(store, self.dir, config)
+        self.last_load = None  # the LoadSummary of the last load(): what changed, what is stale now
         self._retriever = None
         self._held: list = []  # stage events not yet written
         self._listeners: list[Callable] = []
@@ -132,7 +144,30 @@ class StoryEngine:
         store = open_store(graph or folder, story, database=database, memory=config.memory)
         models = ModelRegistry(config, folder, lambda: reference_root(store, folder), generator=generator,
                                encoders=encoders)
-        return cls(folder, store, config, models=models)
+        engine = cls(folder, store, config, models=models)
+        try:
+            engine._recover()
+        except BaseException:
+            engine.close()
+            raise
+        return engine
+
+    def _recover(self) -> None:
+        """After a crash, a move or an upgrade: media paths relative to this folder, each memory's uses indexed,
+        and (where no other process can be generating) scenes left ``generating`` marked ``interrupted``. An
+        embedded store did the latter on open."""
+        from ..graphdb.store import StoreInputError
+
+        try:
+            if self.store.story_id is None and not self.store.stories():
+                return
+            self.store.migrate_media_paths(self.dir)
+            if not self.store.memory_indexed():  # written before memories kept their uses
+                self.store.index_memory()
+        except StoreInputError:  # several stories and none named: the first operation says so
+            return
+        if self.store.multi_story and self.lock.idle():
+            self.store.mark_interrupted()
 
     def close(self) -> None:
         """Save the vector index, close the graph, release the story. The graph and the lock are let go even when
@@ -170,18 +205,23 @@ class StoryEngine:
             self.checks.story(story)
         else:
             story = load_story(story_or_path, reference_folders=self.config.story.reference_roots(self.dir))
-        self.store.load_story(story)
+        with self.index.moving() as moving:  # a changed transition may move scenes (appearances carry placements)
+            self.last_load = self.store.load_story(story)
+            moving["moved"] = bool(self.last_load.changes.get("placed"))
         return story
 
-    def add_character(self, character: Character) -> None:
+    def add_character(self, character: Character) -> dict:
+        """Add or change a character; returns ``{scene id: reason}`` of the scenes the change made stale."""
         self.checks.character(character)
-        self.store.upsert_character(character)
-        self.store.append_event("character.updated", character.id)
+        marks = self.store.upsert_character(character)
+        self.store.append_event("character.updated", character.id, {"stale": len(marks)})
+        return marks
 
-    def add_environment(self, environment: Environment) -> None:
+    def add_environment(self, environment: Environment) -> dict:
         self.checks.environment(environment)
-        self.store.upsert_environment(environment)
-        self.store.append_event("environment.updated", environment.id)
+        marks = self.store.upsert_environment(environment)
+        self.store.append_event("environment.updated", environment.id, {"stale": len(marks)})
+        return marks
 
     def add_scene(self, spec: SceneSpec, parent_id: Optional[str] = None, kind: str = "cut",
                   gap: Optional[float] = None) -> SceneRecord:
@@ -202,28 +242,98 @@ class StoryEngine:
         return self.store.scene(spec.id)
 
     def update_scene(self, scene_id: str, **fields) -> SceneRecord:
-        """Change a scene's spec (action, characters, lighting…); a generated scene goes back to planned."""
+        """Change a scene's spec (action, characters, lighting…). A generated scene becomes stale (it keeps its
+        media until made again) with every scene made from it; one not generated yet stays planned."""
         scene = self.store.scene(scene_id)
         if scene is None:
             raise SceneNotFound(f"no scene {scene_id!r}")
         spec = self.checks.scene_edit(scene, fields)
-        self.store.upsert_scene(spec, scene.placement)
-        if scene.status != "planned":
-            self.store.set_scene_status(scene_id, "planned", note="edited")
-        else:
-            self.store.append_event("scene.updated", scene_id)
+        self.store.update_scene(spec)
         return self.store.scene(scene_id)
 
-    def add_transition(self, transition: Transition) -> None:
-        """Join two scenes (the child's incoming transition, if any, is replaced). The placements (clock, branch)
-        are recomputed from the whole story."""
-        placements = self.checks.transition(transition)
+    def add_transition(self, transition: Transition) -> dict:
+        """Join two scenes. A scene has one incoming transition: one from another parent replaces it in the same
+        transaction, placements (clock, branch) are recomputed from the whole story, and the moved subtree is
+        stale. Returns ``{scene id: reason}`` of the scenes marked stale."""
+        for sid in (transition.from_id, transition.to_id):
+            if self.store.scene(sid) is None:
+                raise SceneNotFound(f"no scene {sid!r}")
+        self.checks.transition(transition)
+        old = {t.to_id: t for t in self.store.transitions()}
+        before = old.get(transition.to_id)
+        transitions = [Transition(t.from_id, t.to_id, t.kind, t.gap) for t in old.values()
+                       if t.to_id != transition.to_id] + [transition]
+        record = self._transition_record(transition)
+        changed, moved = {}, None
+        if before is None or before.from_id != transition.from_id:
+            moved = (transition.to_id, f"moved: now follows {transition.from_id}")
+        else:
+            what = [n for n, a, b in (("kind", before.kind, record.kind), ("gap", float(before.gap), record.gap))
+                    if a != b]
+            if what:
+                changed[transition.to_id] = Cause(transition.to_id,
+                                                  f"transition from {transition.from_id} changed: {', '.join(what)}")
+        marks = self._retime(transitions, changed, moved=moved, upsert=[record])
+        self.store.append_event("transition.added", transition.to_id, {"from": transition.from_id, "stale": len(marks)})
+        return marks
+
+    def delete_transition(self, from_id: str, to_id: str) -> dict:
+        """Remove a transition: ``to_id`` starts a timeline of its own, and it and the scenes after it are stale."""
+        old = [Transition(t.from_id, t.to_id, t.kind, t.gap) for t in self.store.transitions()]
+        if not any(t.from_id == from_id and t.to_id == to_id for t in old):
+            raise SceneNotFound(f"no transition from {from_id!r} to {to_id!r}")
+        transitions = [t for t in old if not (t.from_id == from_id and t.to_id == to_id)]
+        marks = self._retime(transitions, {}, moved=(to_id, f"moved: detached from {from_id}"),
+                             delete=[(from_id, to_id)])
+        self.store.append_event("transition.deleted", to_id, {"from": from_id, "stale": len(marks)})
+        return marks
+
+    def _retime(self, transitions: list[Transition], changed: dict, moved=None, upsert=(), delete=()) -> dict:
+        """Write a new set of transitions: placements recomputed, ``moved = (scene, why)`` and its subtree stale."""
         scenes = self.store.scenes()
-        self.store.upsert_transition(self._transition_record(transition))
-        for s in scenes:
-            if not placements[s.id].same_place(s.placement):
-                self.store.upsert_scene(s.spec, placements[s.id])
-        self.store.append_event("transition.added", transition.to_id, {"from": transition.from_id})
+        placements = place_scenes([s.id for s in scenes], transitions)
+        if moved is not None:
+            root, text = moved
+            for sid in subtree(placements, root):
+                changed.setdefault(sid, Cause(root, text))
+        new = {s.id: placements[s.id] for s in scenes if not placements[s.id].same_place(s.placement)}
+        with self.index.moving() as moving:
+            moving["moved"] = bool(new)
+            return self.store.set_timeline(upsert=list(upsert), delete=list(delete), placements=new,
+                                           changed=changed)
+
+    def delete_scene(self, scene_id: str, cascade: bool = False) -> list[str]:
+        """Delete a scene with its takes, appearances and media. A scene with generated scenes after it is refused
+        unless ``cascade`` (then they go too); scenes not generated yet that followed it start timelines of their
+        own. Returns the ids deleted."""
+        scenes = {s.id: s for s in self.store.scenes()}
+        if scene_id not in scenes:
+            raise SceneNotFound(f"no scene {scene_id!r}")
+        with self.lock.held():
+            transitions = [Transition(t.from_id, t.to_id, t.kind, t.gap) for t in self.store.transitions()]
+            after = subtree({s.id: s.placement for s in scenes.values()}, scene_id)[1:]
+            generated = [sid for sid in after if scenes[sid].chosen_take is not None]
+            if generated and not cascade:
+                raise SceneHasChildren(
+                    f"scene {scene_id!r} has generated scenes after it ({', '.join(generated[:5])}"
+                    f"{', …' if len(generated) > 5 else ''}): delete them too with cascade (--cascade), or move "
+                    "them first")
+            ids = [scene_id] + (after if cascade else [])
+            gone = set(ids)
+            rest = [t for t in transitions if t.from_id not in gone and t.to_id not in gone]
+            placements = place_scenes([s for s in scenes if s not in gone], rest)
+            new = {sid: pl for sid, pl in placements.items() if not pl.same_place(scenes[sid].placement)}
+            apps = [a.id for sid in ids for a in self.store.appearances(scene_id=sid, accepted_only=False,
+                                                                        with_vectors=False)]
+            with self.index.moving() as moving:
+                moving["moved"] = bool(new)
+                self.store.delete_scenes(ids, new)
+            self.index.remove(apps)
+            import shutil
+
+            for sid in ids:
+                shutil.rmtree(self.dir / "media" / sid, ignore_errors=True)
+        return ids
 
     def _transition_record(self, t: Transition) -> TransitionRecord:
         gap = t.effective_gap
@@ -284,63 +394,6 @@ class StoryEngine:
             raise InvalidRequest("a reference attached here must be an image added to this story "
                                  "(add_reference_image / the studio's upload)")
         return str(p.resolve())
-
-    # -- deleting scenes and transitions ---------------------------------------------------------------
-    def delete_scene(self, scene_id: str) -> None:
-        """Delete a scene with its takes, media and memories. Refused (:class:`SceneInUse`) while a generated scene
-        depends on it: a child or later scene on its timeline that was made, or any scene conditioned on it or on
-        its appearances. Planned scenes after it start timelines of their own."""
-        with self.lock.held():
-            scene = self.store.scene(scene_id)
-            if scene is None:
-                raise SceneNotFound(f"no scene {scene_id!r}")
-            transitions = self.store.transitions()
-            children = [t.to_id for t in transitions if t.from_id == scene_id]
-            blockers = self._made_below(children, transitions) + self.store.scene_dependents(scene_id)
-            if blockers:
-                raise SceneInUse(f"scene {scene_id!r} cannot be deleted: generated scene(s) depend on it "
-                                 f"({', '.join(sorted(set(blockers)))}); delete or regenerate them first")
-            kept = [t for t in transitions if t.from_id != scene_id and t.to_id != scene_id]
-            placements = self._loose_placements(children, kept)
-            removed = self.store.delete_scene(scene_id, placements)
-            self.index.remove(removed)
-        import shutil
-
-        shutil.rmtree(self.dir / "media" / scene_id, ignore_errors=True)  # after the graph: never a dangling path
-
-    def delete_transition(self, from_id: str, to_id: str) -> None:
-        """Delete the transition ``from_id -> to_id``; ``to_id`` and what follows it become a timeline of their own.
-        Refused (:class:`SceneInUse`) when ``to_id`` or a scene after it was generated (it was made from ``from_id``)."""
-        with self.lock.held():
-            transitions = self.store.transitions()
-            if not any(t.from_id == from_id and t.to_id == to_id for t in transitions):
-                raise SceneNotFound(f"no transition {from_id!r} -> {to_id!r}")
-            blockers = self._made_below([to_id], transitions)
-            if blockers:
-                raise SceneInUse(f"the transition {from_id} -> {to_id} cannot be deleted: generated scene(s) after "
-                                 f"it were made from it ({', '.join(blockers)})")
-            kept = [t for t in transitions if not (t.from_id == from_id and t.to_id == to_id)]
-            self.store.delete_transition(from_id, to_id, self._loose_placements([to_id], kept))
-
-    def stale_scenes(self) -> list[SceneRecord]:
-        """Scenes marked stale (what they were made from changed), in timeline order."""
-        return [s for s in self.store.scenes() if s.status == "stale"]
-
-    def _made_below(self, roots: list[str], transitions) -> list[str]:
-        """Ids of the scenes in the subtrees under ``roots`` (roots included) that have takes."""
-        below = _subtree(roots, transitions)
-        return [s.id for s in self.store.scenes() if s.id in below and (s.takes or s.status == "done")]
-
-    def _loose_placements(self, roots: list[str], transitions) -> list:
-        """New placements for the subtrees under ``roots``, each root starting a timeline (clock 0, its own branch);
-        every other scene keeps its placement (their takes' memories carry it)."""
-        below = _subtree(roots, transitions)
-        if not below:
-            return []
-        kept = [Transition(t.from_id, t.to_id, t.kind, t.gap) for t in transitions
-                if t.from_id in below and t.to_id in below]
-        placed = place_scenes(sorted(below), kept)
-        return [(s.spec, placed[s.id]) for s in self.store.scenes() if s.id in below]
 
     # -- queries and events ----------------------------------------------------------------------
     def query(self, cypher: str, params: Optional[dict] = None, timeout_s: Optional[float] = 30.0,
@@ -406,18 +459,22 @@ class StoryEngine:
     def run(self, until: Optional[str] = None, takes: Optional[int] = None,
             progress: Optional[ProgressFn] = None, *, selection: Optional[Selection] = None,
             control: Optional[RunControl] = None,
-            on_progress: Optional[Callable[[ProgressState], None]] = None) -> list[str]:
-        """Generate every unfinished scene in timeline order (stopping after ``until``); returns their ids.
+            on_progress: Optional[Callable[[ProgressState], None]] = None, keep_stale: bool = False) -> list[str]:
+        """Generate every scene that needs it — planned, stale, failed, interrupted — in timeline order (parents
+        first; stopping after ``until``); returns their ids.
 
-        ``selection``: what to generate instead of every unfinished scene (a timeline, the stale scenes, one
-        scene; see :mod:`.runs`). ``control``: a :class:`RunControl` whose ``cancel()`` stops the run between two
-        denoising steps, leaving the scene it was making as it was before (:class:`Cancelled` is raised).
-        ``progress(scene id, stage, info)``: called at every stage; ``on_progress(state)``: called at every stage
-        and denoising step with the run's :class:`ProgressState` (step counts and an estimate of the time left).
-        A scene whose parent is not done (and not made earlier in this run) is skipped; a killed run resumes here.
+        A done scene whose chosen video went missing is stale first. ``keep_stale`` leaves stale scenes as they are
+        (their media stands in for them as parents). ``selection``: what to generate instead (a timeline, the
+        stale scenes, one scene; see :mod:`.runs`). ``control``: a :class:`RunControl` whose ``cancel()`` stops
+        the run between two denoising steps, leaving the scene it was making as it was before (:class:`Cancelled`
+        is raised). ``progress(scene id, stage, info)``: called at every stage; ``on_progress(state)``: called at
+        every stage and denoising step with the run's :class:`ProgressState` (step counts and an estimate of the
+        time left). A scene whose parent is not done (it failed, or is stale and kept) is skipped; a killed run
+        resumes here.
         """
-        return self.run_selection(selection or Selection("all", until=until), takes=takes, progress=progress,
-                                  control=control, on_progress=on_progress).done
+        selection = selection or Selection("all", until=until, keep_stale=keep_stale)
+        return self.run_selection(selection, takes=takes, progress=progress, control=control,
+                                  on_progress=on_progress).done
 
     def run_plan(self, selection: Selection) -> list[SceneRecord]:
         """The scenes ``selection`` would generate now, in the order it would."""
@@ -431,10 +488,12 @@ class StoryEngine:
         outcome = RunOutcome(selection)
         with self.lock.held():
             self.indexes()  # reconciled with the graph (and saved on close) even when nothing is left to make
+            self.mark_missing_media()
             plan = self.run_plan(selection)
             per_scene = (lambda s: takes or (self.config.engine.takes if selection.kind != "scene" else 1))
             tracker = Progress(plan, per_scene, on_progress)
             outcome.planned = [s.id for s in plan]
+            keep_stale = selection.keep_stale or selection.kind == "scene"
 
             def stage(scene_id: str, st: str, info: dict) -> None:
                 tracker.stage(scene_id, st, info)
@@ -442,16 +501,22 @@ class StoryEngine:
                     progress(scene_id, st, info)
 
             made = set()
-            for scene in plan:
+            for planned in plan:
                 control.check()
+                scene = self.store.scene(planned.id)  # read again: what this run made may have changed it
+                if scene is None or scene.status == "generating":  # deleted, or another worker is on it
+                    outcome.skipped.append(planned.id)
+                    tracker.scene_skipped(planned.id)
+                    continue
                 parent_id = scene.placement.parent_id
                 if selection.kind != "scene" and parent_id is not None and parent_id not in made:
                     parent = self.store.scene(parent_id)
-                    if parent is None or parent.status != "done":
+                    if parent is None or not self._usable_parent(parent, keep_stale):
                         outcome.skipped.append(scene.id)
                         tracker.scene_skipped(scene.id)
                         continue
-                self._run_scene(scene.id, per_scene(scene), stage, control=control, tracker=tracker)
+                self._run_scene(scene.id, per_scene(scene), stage, control=control, tracker=tracker,
+                                keep_stale=keep_stale)
                 made.add(scene.id)
                 outcome.done.append(scene.id)
                 tracker.scene_finished(scene.id)
@@ -461,9 +526,10 @@ class StoryEngine:
 
     def generate(self, scene_id: str, takes: int = 1, progress: Optional[ProgressFn] = None,
                  control: Optional[RunControl] = None) -> list[TakeRecord]:
-        """Generate ``takes`` takes of one scene; the best continues the timeline."""
+        """Generate ``takes`` more takes of one scene. They compete with the chosen take (unless the scene is stale
+        or its media is gone): the choice changes only when one of them beats it on ``best_take_by``."""
         with self.lock.held():
-            return self._run_scene(scene_id, takes, progress, control=control)
+            return self._run_scene(scene_id, takes, progress, control=control, keep_stale=True)
 
     def compare(self, modes, scene_ids=None, progress: Optional[ProgressFn] = None):
         """Generate done scenes again under each memory mode in ``modes``, as sibling takes that never replace the
@@ -474,7 +540,12 @@ class StoryEngine:
             return compare_modes(self, modes, scene_ids, progress)
 
     def choose_take(self, scene_id: str, take: int) -> None:
+        """Make ``take`` the one that continues the timeline; scenes made from the one it replaces become stale."""
         with self.lock.held():
+            if take not in {t.take for t in self.store.takes(scene_id)}:
+                if self.store.scene(scene_id) is None:
+                    raise SceneNotFound(f"no scene {scene_id!r}")
+                raise SceneNotFound(f"scene {scene_id!r} has no take {take}")
             self.store.choose_take(scene_id, take)
             self.index.update_scene(scene_id)
 
@@ -482,13 +553,38 @@ class StoryEngine:
         """A scene's context from the graph, ready for the stages."""
         return SceneWork(self.store.scene_context(scene_id))
 
+    def stale_scenes(self, after: Optional[str] = None) -> list[str]:
+        """Ids of the stale scenes in timeline order; with ``after``, only that scene and the ones after it."""
+        scenes = self.store.scenes()
+        placements = {s.id: s.placement for s in scenes}
+        if after is not None and after not in placements:
+            raise SceneNotFound(f"no scene {after!r}")
+        within = set(subtree(placements, after)) if after is not None else set(placements)
+        stale = {s.id for s in scenes if s.status == "stale" and s.id in within}
+        return [sid for sid in timeline_order(placements) if sid in stale]
+
+    def mark_missing_media(self) -> dict:
+        """Done scenes whose chosen video is gone become stale ("media missing"), with what was made from them;
+        returns ``{scene id: reason}`` of the scenes marked."""
+        changed = {s.id: Cause(s.id, f"media missing: {s.video_path}") for s in self.store.scenes(status="done")
+                   if s.chosen_take is not None and not mediapaths.exists(self.dir, s.video_path)}
+        return self.store.mark_stale(changed) if changed else {}
+
+    def _usable_parent(self, parent: SceneRecord, allow_stale: bool) -> bool:
+        """A parent a scene can be made after: done (or stale, when allowed) with its media there."""
+        if parent.status != "done" and not (allow_stale and parent.status == "stale"):
+            return False
+        return mediapaths.exists(self.dir, parent.video_path)
+
     def _run_scene(self, scene_id: str, takes: int, progress: Optional[ProgressFn],
-                   control: Optional[RunControl] = None, tracker: Optional[Progress] = None) -> list[TakeRecord]:
+                   control: Optional[RunControl] = None, tracker: Optional[Progress] = None,
+                   keep_stale: bool = False) -> list[TakeRecord]:
         if takes < 1:
             raise InvalidRequest("takes must be at least 1")
         ctx = self.store.scene_context(scene_id)
-        if ctx.parent is not None and ctx.parent.status != "done":
-            raise NotReady(f"scene {scene_id!r} follows {ctx.parent.id!r}, which is not generated yet")
+        if ctx.parent is not None and not self._usable_parent(ctx.parent, keep_stale):
+            why = "its media is missing" if ctx.parent.status in ("done", "stale") else "not generated yet"
+            raise NotReady(f"scene {scene_id!r} follows {ctx.parent.id!r}, which is {why}")
         self.indexes()  # reconcile before reading memory
         before = ctx.scene.status
         control = control or RunControl()
@@ -501,11 +597,11 @@ class StoryEngine:
             self._undo_unfinished(work, before)
             raise
         except BaseException as e:
-            if isinstance(e, Exception):
-                try:
-                    self.store.set_scene_status(scene_id, "failed", note=f"{type(e).__name__}: {e}")
-                except Exception:  # a full disk fails this write too: the scene stays unfinished, resume redoes it
-                    pass
+            status = "failed" if isinstance(e, Exception) else "interrupted"
+            try:
+                self.store.set_scene_status(scene_id, status, note=f"{type(e).__name__}: {e}")
+            except Exception:  # the original error matters more
+                pass
             raise
 
     @contextmanager
@@ -543,7 +639,7 @@ class StoryEngine:
             if n not in committed:
                 shutil.rmtree(media.take_dir(self.dir, work.scene.id, n), ignore_errors=True)
         self._held = []
-        status = "done" if before == "done" else "planned"
+        status = before if before in ("done", "stale") else "planned"
         self.store.set_scene_status(work.scene.id, status, note="cancelled")
 
     def _generate_takes(self, work: SceneWork, takes: int, progress: Optional[ProgressFn],
@@ -556,7 +652,8 @@ class StoryEngine:
         self._stage(sid, "condition", progress, log=False)
         self._condition(work)
         control.check()
-        numbers, committed = self.takes.plan(work.scene, takes, work.prompt, work.plan.records)
+        upstream = work.ctx.parent.chosen_take if work.ctx.parent is not None else None
+        numbers, committed = self.takes.plan(work.scene, takes, work.prompt, work.plan.records, upstream)
         outcomes: list[TakeOutcome] = []
         for n in numbers:
             if n in committed:  # made by a run that was stopped before it chose: never made twice
@@ -568,8 +665,9 @@ class StoryEngine:
             result, media = self._generate(work, n, seed)
             control.check()
             self._stage(sid, "observe", progress, take=n)
-            outcomes.append(self._observe(work, n, seed, result, media))
-        best = self.takes.best(outcomes)
+            outcomes.append(self._observe(work, n, seed, result, media, upstream))
+        incumbent = self.takes.incumbent(work.scene, committed, numbers)
+        best = self.takes.best(outcomes, incumbent)
         control.check()  # the last moment a cancel leaves nothing behind
         self._stage(sid, "commit", progress, take=best.take.take)
         self._commit(work, outcomes, best)
@@ -609,10 +707,21 @@ class StoryEngine:
 
             embs = self.encoders.embed_dino_images([load_image(p) for p in ref_paths.values()])
             work.references = dict(zip(ref_paths, embs))
+        k = self.config.engine.retrieve_k
         for c, q in zip(chars, text_emb):
-            work.memories[c.id] = self.retriever.nearest_prior_appearances(
-                ctx.scene, c.id, self.config.engine.retrieve_k, text_query=q, identity_ref=work.references.get(c.id),
+            found = self.retriever.nearest_prior_appearances(
+                ctx.scene, c.id, k + SPARE_MEMORIES, text_query=q, identity_ref=work.references.get(c.id),
                 tau_character=c.decay_tau)
+            kept = []
+            for cand in found:
+                a = cand.appearance
+                full = mediapaths.resolve(self.dir, a.frame_path)
+                if full is None or not full.is_file():  # a memory whose frame is gone is skipped, and said so
+                    work.notes.append(f"memory {a.id} skipped: its frame {a.frame_path} is missing")
+                    continue
+                a.frame_path = str(full)  # the generator reads it from this folder
+                kept.append(cand)
+            work.memories[c.id] = kept[:k]
 
     def _reference_path(self, path: str) -> str:
         p = Path(path)
@@ -626,7 +735,11 @@ class StoryEngine:
 
         ctx, cfg = work.ctx, self.config.engine
         if ctx.parent is not None and ctx.parent.last_frame_path:
-            work.parent_frames = read_last_frames(Path(ctx.parent.last_frame_path).parent, cfg.extension_frames)
+            take_dir = mediapaths.resolve(self.dir, ctx.parent.last_frame_path).parent
+            try:
+                work.parent_frames = read_last_frames(take_dir, cfg.extension_frames)
+            except FileNotFoundError:
+                work.notes.append(f"the last frames of {ctx.parent.id} are missing ({take_dir})")
         spec = ctx.scene.spec
         work.plan = plan_conditioning(
             spec, ctx.transition, work.memories, work.parent_frames,
@@ -662,8 +775,8 @@ class StoryEngine:
         crash_point("after_generate")
         return result, written
 
-    def _observe(self, work: SceneWork, take: int, seed: int, result, written) -> TakeOutcome:
-        """Scores and the appearances to remember, from the take's frames."""
+    def _observe(self, work: SceneWork, take: int, seed: int, result, written, upstream=None) -> TakeOutcome:
+        """Scores and the appearances to remember, from the take's frames (paths stored relative to the folder)."""
         from .observer import CharacterMemory
 
         ctx, scene = work.ctx, work.scene
@@ -674,31 +787,41 @@ class StoryEngine:
                         for c in ctx.characters],
             parent_last_frame=work.parent_frames[-1] if work.parent_frames else None, media_dir=written.take_dir,
             clock=scene.clock, branch=scene.placement.branch, pos=scene.placement.pos, take=take)
-        record = TakeRecord(scene.id, take, seed, work.prompt, str(written.video_path),
-                            str(written.last_frame_path), str(written.take_dir), obs.scores,
+        rel = lambda path: mediapaths.relative(self.dir, str(path))  # noqa: E731
+        for a in obs.appearances:
+            a.frame_path = rel(a.frame_path)
+        record = TakeRecord(scene.id, take, seed, work.prompt, rel(written.video_path), rel(written.last_frame_path),
+                            rel(written.take_dir), obs.scores,
                             request_key=self.takes.request_key(scene.spec, take, work.prompt, work.plan.records,
-                                                               seed=seed))
+                                                               seed=seed, upstream=upstream))
         return TakeOutcome(record, SceneCommit(record, obs.appearances, work.plan.records),
                            attempts=list(result.attempts))
 
     def _commit(self, work: SceneWork, outcomes: list[TakeOutcome], best: TakeOutcome) -> None:
-        """Every take into the graph, the best last (it continues the timeline, with the reinforcement of the
-        memories it used); then the vector index and the scene's done Event."""
+        """Every take into the graph, the chosen one last (it continues the timeline; when the chosen take kept its
+        place, it is chosen again); then the vector index and the scene's done Event."""
         scene = work.scene
-        for o in outcomes:
-            for line in o.attempts:
-                self.store.set_scene_status(scene.id, "generating", note=f"take {o.take.take}: {line}")
-        for o in sorted(outcomes, key=lambda o: o is best):  # the chosen take last, so the scene ends "done"
-            chosen = o is best
-            reinforcements = self.takes.reinforcements(work.plan.records, o.take, scene.clock) if chosen else []
-            if o.recovered:
-                if chosen:
-                    self.store.choose_take(scene.id, o.take.take, reinforcements)
-                continue
-            o.commit.choose = chosen
-            o.commit.reinforcements = reinforcements
-            self.store.commit_take(o.commit)
+        notes = list(work.notes) + [f"take {o.take.take}: {line}" for o in outcomes for line in o.attempts]
+        for line in notes:
+            self.store.set_scene_status(scene.id, "generating", note=line)
+        new = [o for o in outcomes if o is not best]
+        for o in new:
+            if not o.recovered:
+                o.commit.choose = False
+                self.store.commit_take(o.commit)
+        if best.recovered:
+            self.store.choose_take(scene.id, best.take.take)
+        else:
+            best.commit.choose = True
+            self.store.commit_take(best.commit)
         crash_point("after_commit")
         self.index.update_scene(scene.id)
+        now = self.store.scene(scene.id)
+        if now is not None and now.spec != work.scene.spec:  # edited while it was being made
+            self.store.mark_stale({scene.id: Cause(scene.id, "edited while it was being generated")})
         self.store.append_event("scene.done", scene.id, {"take": best.take.take,
                                                          "scores": best.take.scores.as_dict()})
+
+
+#: Memories retrieved beyond ``retrieve_k`` per character, so that one whose frame is gone can be skipped.
+SPARE_MEMORIES = 4

@@ -1,6 +1,6 @@
 """What the engine refuses, by kind (see :mod:`storygraph.errors`): a scene that is not there or is there
-already, a scene whose parent is not generated yet, a story another generation holds, a request it cannot take,
-an index it could not save."""
+already, a scene whose parent is not generated yet, a story another generation holds, a deletion that would strand
+generated scenes, a request it cannot take, an index it could not save."""
 
 from __future__ import annotations
 
@@ -27,12 +27,12 @@ class GenerationBusy(EngineError, Conflict):
     """Another generation holds the story: in this process (one worker at a time) or in another one."""
 
 
+class SceneHasChildren(EngineError, Conflict):
+    """Deleting the scene would leave generated scenes without the scene they were made after."""
+
+
 class InvalidRequest(EngineError, InvalidInput):
     """Arguments the engine cannot take (an unknown scene field, fewer than one take)."""
-
-
-class SceneInUse(EngineError, Conflict):
-    """A scene or transition that generated scenes were made from: deleting it would orphan them."""
 
 
 class IndexNotSaved(EngineError, Unavailable):

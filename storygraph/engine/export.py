@@ -7,7 +7,8 @@ copied under ``<out>/videos/``. With ``ic_lora=True`` each entry that has a pare
 (``--reference-column reference_path``). Beside it, ``scores.json`` holds every entry's scores and
 provenance, and ``embeddings.npz`` the CLIP and DINOv2 embeddings of the characters' appearances.
 
-Accepted takes are the ones that continue the timeline (the chosen take of each done scene).
+Accepted takes are the ones that continue the timeline (the chosen take of each done scene). Media paths in the
+graph are relative to the story folder (``story_dir``), so a moved or copied story exports its own files.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
+
+from ..mediapaths import resolve
 
 
 @dataclass(frozen=True)
@@ -35,8 +38,13 @@ class ExportFilter:
         return True, ""
 
 
-def export_ltx_trainer(store, out_dir, filters: ExportFilter = ExportFilter(), ic_lora: bool = False) -> dict:
+def export_ltx_trainer(store, out_dir, filters: ExportFilter = ExportFilter(), ic_lora: bool = False,
+                       story_dir=None) -> dict:
+    """Write the training set of ``store``'s story to ``out_dir``; ``story_dir``: the folder its media paths are
+    relative to (default: the embedded store's own folder)."""
     import numpy as np
+
+    story_dir = story_dir if story_dir is not None else getattr(store, "path", None)
 
     out = Path(out_dir)
     videos = out / "videos"
@@ -49,12 +57,13 @@ def export_ltx_trainer(store, out_dir, filters: ExportFilter = ExportFilter(), i
     def copy(scene) -> str:
         if scene.id not in copied:
             dest = videos / f"{scene.id}.mp4"
-            shutil.copyfile(scene.video_path, dest)
+            shutil.copyfile(resolve(story_dir, scene.video_path), dest)
             copied[scene.id] = str(dest.relative_to(out))
         return copied[scene.id]
 
     for scene in scenes.values():
-        if scene.status != "done" or not scene.video_path or not Path(scene.video_path).exists():
+        video = resolve(story_dir, scene.video_path)
+        if scene.status != "done" or video is None or not video.is_file():
             continue
         ok, why = filters.accepts(scene.scores)
         if not ok:
@@ -63,7 +72,8 @@ def export_ltx_trainer(store, out_dir, filters: ExportFilter = ExportFilter(), i
         entry = {"caption": scene.prompt, "media_path": copy(scene)}
         parent = scenes.get(scene.placement.parent_id) if scene.placement.parent_id else None
         if ic_lora:
-            if parent is None or parent.status != "done" or not parent.video_path:
+            if parent is None or parent.status != "done" or not parent.video_path or \
+                    not resolve(story_dir, parent.video_path).is_file():
                 skipped.append({"scene": scene.id, "why": "no generated parent to use as reference"})
                 continue
             entry["reference_path"] = copy(parent)

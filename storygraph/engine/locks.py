@@ -35,6 +35,23 @@ class GenerationLock:
         finally:
             self._thread_lock.release()
 
+    def idle(self) -> bool:
+        """Whether no process (this one included) is generating scenes of this story now: the file lock is free,
+        or this process holds it and no generation runs in it."""
+        if not self._thread_lock.acquire(blocking=False):
+            return False
+        try:
+            if self._file is not None:
+                return True
+            try:
+                f = self._take_file_lock()
+            except GenerationBusy:
+                return False
+            f.close()
+            return True
+        finally:
+            self._thread_lock.release()
+
     def _take_file_lock(self):
         import fcntl
 

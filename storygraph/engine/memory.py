@@ -7,12 +7,18 @@ Pure functions, no I/O. Every constant comes from :class:`~storygraph.domain.Mem
 - transition retention: ``decay = exp(-gap / tau_story)``;
 - appearance retention at a scene: ``R = exp(-max(0, clock - reinforced_clock) / (tau_c * strength))``;
   stronger memories fade more slowly; ``tau_c`` is the character's own ``decay_tau`` or ``tau_character``;
-- a memory reused as conditioning gains ``reinforce_step`` strength (capped at ``strength_max``) and is
-  refreshed to the scene's clock when the scene kept the character's identity (identity score at or above
-  ``reinforce_threshold``); it loses ``penalty_step`` (floored at ``strength_min``) when the scene drifted
-  (identity below ``drift_threshold``); in between nothing changes;
-- retrieval score: ``w_relevance·rel + w_recency·R + w_quality·quality``, each term min-max normalised over
-  the candidates, with ``rel = a·text cosine + (1 - a)·identity similarity`` (``a = relevance_text_weight``).
+- strength has one meaning: how slowly a memory fades. An appearance is formed with
+  ``strength_init · identity`` (clipped to [strength_min, strength_max]) at its scene's clock, and that is what the
+  graph stores (``Appearance.strength``, and ``APPEARS_IN.strength`` of the take that continues the timeline);
+- its strength *at a scene* is derived from the uses the scene's own ancestors made of it
+  (:func:`strength_on_timeline`): each use whose scene kept the character's identity (identity score at or above
+  ``reinforce_threshold``) adds ``reinforce_step`` (capped at ``strength_max``) and refreshes the memory to that
+  scene's clock; a use whose scene drifted (identity below ``drift_threshold``) removes ``penalty_step`` (floored at
+  ``strength_min``); in between nothing changes. Nothing a sibling branch did enters, so what a timeline remembers
+  does not depend on the order its branches were generated in;
+- retrieval score: ``w_relevance·norm(rel) + w_recency·norm(R) + w_quality·norm(quality)``, each term min-max
+  normalised over the candidates (:func:`score_terms` gives the three parts, which add up to the score), with
+  ``rel = a·text cosine + (1 - a)·identity similarity`` (``a = relevance_text_weight``).
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ from ..timeline import place_scenes, transition_decay
 
 __all__ = [
     "DEFAULT_GAPS", "gap_for", "story_clock", "transition_decay", "place_scenes", "tau_for", "retention",
-    "initial_strength", "reinforce", "penalise", "update_strength", "relevance", "minmax", "retrieval_scores",
-    "rank_order",
+    "initial_strength", "reinforce", "penalise", "update_strength", "strength_on_timeline", "relevance", "minmax",
+    "score_terms", "retrieval_scores", "shown_terms", "rank_order",
 ]
 
 
@@ -101,6 +107,18 @@ def update_strength(strength: float, reinforced_clock: float, identity: float, c
     return float(strength), float(reinforced_clock)
 
 
+def strength_on_timeline(strength: float, reinforced_clock: float, uses: Sequence[tuple[float, Optional[float]]],
+                         params: MemoryParams) -> tuple[float, float]:
+    """``(strength, reinforced_clock)`` of a memory at a scene: as formed, then moved by each ``(clock, identity)``
+    use made by the scene's ancestors, oldest first (:func:`update_strength` per use; a use with no identity
+    measured leaves it as it was)."""
+    s, c = float(strength), float(reinforced_clock)
+    for clock, identity in uses:
+        if identity is not None:
+            s, c = update_strength(s, c, identity, clock, params)
+    return s, c
+
+
 def relevance(text_cosine, identity_similarity, params: MemoryParams):
     """``a * text cosine + (1 - a) * identity similarity``; identity alone when there is no text query."""
     ident = np.asarray(identity_similarity, dtype=np.float64)
@@ -121,10 +139,33 @@ def minmax(values) -> np.ndarray:
     return (v - lo) / (hi - lo)
 
 
+def score_terms(relevance_values, retention_values, quality_values, params: MemoryParams) -> np.ndarray:
+    """The three parts of the retrieval score per candidate, shape (n, 3): ``w_relevance·norm(relevance)``,
+    ``w_recency·norm(retention)``, ``w_quality·norm(quality)``."""
+    return np.stack([params.w_relevance * minmax(relevance_values), params.w_recency * minmax(retention_values),
+                     params.w_quality * minmax(quality_values)], axis=-1)
+
+
 def retrieval_scores(relevance_values, retention_values, quality_values, params: MemoryParams) -> np.ndarray:
-    """``w_relevance·norm(relevance) + w_recency·norm(retention) + w_quality·norm(quality)``."""
-    return (params.w_relevance * minmax(relevance_values) + params.w_recency * minmax(retention_values)
-            + params.w_quality * minmax(quality_values))
+    """``w_relevance·norm(relevance) + w_recency·norm(retention) + w_quality·norm(quality)``: the sum of
+    :func:`score_terms`."""
+    return score_terms(relevance_values, retention_values, quality_values, params).sum(axis=-1)
+
+
+def shown_terms(terms: Sequence[float], digits: int = 2) -> tuple[str, list[str]]:
+    """A score and its parts as text with ``digits`` decimals, rounded so that the shown parts add up to the shown
+    score (largest remainder): ``shown_terms([1/3, 1/3, 1/3])`` is ``("1.00", ["0.34", "0.33", "0.33"])``."""
+    unit = 10 ** digits
+    total = int(round(sum(float(t) for t in terms) * unit))
+    scaled = [float(t) * unit for t in terms]
+    parts = [int(np.floor(x)) for x in scaled]
+    short = total - sum(parts)  # whole units the floors left out (negative only with negative weights)
+    order = sorted(range(len(parts)), key=lambda i: (-(scaled[i] - parts[i]), i))
+    for k in range(abs(short)):
+        i = order[k % len(order)] if short > 0 else order[-1 - k % len(order)]
+        parts[i] += 1 if short > 0 else -1
+    fmt = lambda n: f"{n / unit:.{digits}f}"  # noqa: E731
+    return fmt(total), [fmt(n) for n in parts]
 
 
 def rank_order(scores, retention_values, strength, reinforced_clock, ids: Sequence[str]) -> list[int]:

@@ -9,24 +9,28 @@ background consistency, transition smoothness), with a thumbnail of every genera
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
+
+from ..mediapaths import resolve
 
 SCENE_SCORES = ("text_alignment", "subject_consistency", "background_consistency", "transition_smoothness")
 
 
-def write_report(store, out_dir, title: str = "", note: str = "") -> dict:
+def write_report(store, out_dir, title: str = "", note: str = "", story_dir=None) -> dict:
+    """Write ``report.png`` and ``report.html`` to ``out_dir``; ``story_dir``: the folder the graph's media paths
+    are relative to (default: the embedded store's own folder)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from PIL import Image
 
+    story_dir = story_dir if story_dir is not None else getattr(store, "path", None)
     out = Path(out_dir)
     thumbs = out / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
     scenes = store.scenes()
-    done = [s for s in scenes if s.status == "done"]
+    done = [s for s in scenes if s.status in ("done", "stale")]
     characters = store.characters()
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
@@ -57,9 +61,10 @@ def write_report(store, out_dir, title: str = "", note: str = "") -> dict:
     rows = []
     for s in scenes:
         thumb = ""
-        if s.last_frame_path and os.path.exists(s.last_frame_path):
+        last = resolve(story_dir, s.last_frame_path)
+        if last is not None and last.is_file():
             dest = thumbs / f"{s.id}.png"
-            img = Image.open(s.last_frame_path).convert("RGB")
+            img = Image.open(last).convert("RGB")
             img.thumbnail((160, 160))
             img.save(dest)
             thumb = f'<img src="thumbs/{html.escape(dest.name)}" alt="">'

@@ -6,12 +6,15 @@ For one scene and one character:
    appearances nearest to the scene's CLIP text query and to the character's DINOv2 identity reference
    (the given reference embedding, or else the character's first accepted appearance on this timeline),
    plus the most recent ones on the timeline, so a fresh memory is always considered;
-2. drift guard — any candidate whose DINOv2 similarity to the identity reference is below
-   ``drift_threshold`` is dropped, whatever else it has going for it;
-3. graph context — strength, reinforced clock, identity score, frame path and placement come from the
+2. graph context — strength and clock as formed, identity score, frame path and placement come from the
    graph (the source of truth); a candidate whose placement there is not an ancestor of the scene is dropped;
-4. score — ``memory.retrieval_scores`` over the survivors (relevance, retention, quality, each min-max
-   normalised), ranked with ``memory.rank_order``.
+3. drift guard — any candidate whose identity score (the one the studio shows for it) is below
+   ``drift_threshold`` is dropped, whatever else it has going for it;
+4. memory on this timeline — the uses of each survivor (``Appearance.uses``, read with it) by the scene's
+   ancestors give its strength and reinforced clock here (``memory.strength_on_timeline``); where the using scenes
+   sit is one primary-key read; uses on other branches do not count;
+5. score — ``memory.score_terms`` over the survivors (relevance, retention, quality, each min-max
+   normalised; the parts add up to the score), ranked with ``memory.rank_order``.
 """
 
 from __future__ import annotations
@@ -84,10 +87,10 @@ class Retriever:
         if not ids:
             return []
 
-        # 2. exact similarities and the drift guard, in double precision: equal memories score exactly equal
+        # exact similarities in double precision: equal memories score exactly equal
         has_dino, dino = self.dino.vectors(ids)
         identity = dino.astype(np.float64) @ ref.astype(np.float64)
-        keep = has_dino & (identity >= p.drift_threshold)
+        keep = has_dino.copy()
         text = None
         if tq is not None:
             has_clip, clip = self.clip.vectors(ids)
@@ -99,25 +102,32 @@ class Retriever:
         if len(idx) == 0:
             return []
 
-        # 3. graph context
+        # 2. graph context, 3. the drift guard (on the identity score users see)
         wanted = [ids[i] for i in idx]
         apps = {a.id: a for a in self.store.appearances(ids=wanted, with_vectors=False)}
         rows = [i for i in idx if ids[i] in apps and apps[ids[i]].character_id == character_id
-                and placement.has_ancestor(apps[ids[i]].branch, apps[ids[i]].pos)]
+                and placement.has_ancestor(apps[ids[i]].branch, apps[ids[i]].pos)
+                and apps[ids[i]].identity_score >= p.drift_threshold]
         if not rows:
             return []
         found = [apps[ids[i]] for i in rows]
         rows = np.asarray(rows)
 
-        # 4. score and rank
+        # 4. strength and reinforced clock on this timeline, from the uses its scenes made of each memory
+        uses = self._uses_on_timeline(placement, found)
+        formed = [(a.strength, a.reinforced_clock) for a in found]
+        here = [memory.strength_on_timeline(s, c, uses.get(a.id, ()), p) for a, (s, c) in zip(found, formed)]
+
+        # 5. score and rank
         ident = identity[rows].astype(np.float64)
         rel = memory.relevance(None if text is None else text[rows], ident, p)
-        strength = np.array([a.strength for a in found], dtype=np.float64)
-        reinforced = np.array([a.reinforced_clock for a in found], dtype=np.float64)
+        strength = np.array([s for s, _ in here], dtype=np.float64)
+        reinforced = np.array([c for _, c in here], dtype=np.float64)
         ret = memory.retention(placement.clock, reinforced, strength, tau)
         ret = np.atleast_1d(ret)
         quality = np.array([a.identity_score for a in found], dtype=np.float64)
-        scores = memory.retrieval_scores(rel, ret, quality, p)
+        terms = memory.score_terms(rel, ret, quality, p)
+        scores = terms.sum(axis=1)
         order = memory.rank_order(scores, ret, strength, reinforced, [a.id for a in found])
         out = []
         for j in order[:k]:
@@ -129,8 +139,29 @@ class Retriever:
                 _, cv = self.clip.vectors([a.id])
                 a.clip = cv[0].tolist() if cv.shape[1] else []
             out.append(Candidate(appearance=a, score=float(scores[j]), relevance=float(rel[j]),
-                                 retention=float(ret[j]), quality=float(quality[j]), identity=float(ident[j])))
+                                 retention=float(ret[j]), quality=float(quality[j]), identity=float(ident[j]),
+                                 terms=tuple(float(x) for x in terms[j]), strength=float(strength[j]),
+                                 reinforced_clock=float(reinforced[j]), uses=len(uses.get(a.id, ()))))
         return out
+
+    def _uses_on_timeline(self, placement: Placement, apps: list) -> dict[str, list[tuple[float, Optional[float]]]]:
+        """``appearance id -> [(clock, identity), ...]``: the uses of each memory by the scene's ancestors, in
+        timeline order (a use on a sibling branch, or by the scene itself, is not on this timeline)."""
+        users = {sid for a in apps for sid, _ in a.uses}
+        if not users:
+            return {}
+        where = self.store.scene_placements(users)
+        segments = {b: i for i, (b, _) in enumerate(placement.lineage)}
+        segments[placement.branch] = len(placement.lineage)
+        out: dict[str, list] = {}
+        for a in apps:
+            for sid, identity in a.uses:
+                if sid not in where:
+                    continue
+                clock, branch, pos = where[sid]
+                if placement.has_ancestor(branch, pos):
+                    out.setdefault(a.id, []).append((segments[branch], pos, clock, identity))
+        return {aid: [(clock, identity) for _, _, clock, identity in sorted(us)] for aid, us in out.items()}
 
 
 def nearest_prior_appearances(store, clip_index, dino_index, scene: Union[Placement, object], character_id: str,

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, Sequence
 
 from ..errors import Conflict, InvalidInput
+from ..timeline import timeline_order
 from .errors import EngineError
 
 SELECTIONS = ("all", "branch", "stale", "scene")
@@ -41,6 +42,7 @@ class Selection:
     kind: str = "all"
     target: Optional[str] = None
     until: Optional[str] = None
+    keep_stale: bool = False  # all / branch: leave stale scenes as they are (their media stands in for them)
 
     def __post_init__(self):
         if self.kind not in SELECTIONS:
@@ -71,18 +73,22 @@ def timeline_of(scenes: Sequence, branch: str) -> list:
 def scenes_to_run(scenes: Sequence, selection: Selection) -> list:
     """The scenes ``selection`` generates, parents first (``scenes`` as the store lists them: parents first).
 
-    ``all``: every scene not done. ``branch``: the scenes of that timeline not done. ``stale``: scenes marked
-    stale. ``scene``: that scene, whatever its state (a done scene gets more takes).
+    ``all``: every scene that needs making — planned, failed, interrupted and (unless ``keep_stale``) stale; not
+    one another worker is generating. ``branch``: those of that timeline. ``stale``: scenes marked stale.
+    ``scene``: that scene, whatever its state (a done scene gets more takes). In timeline order, parents first.
     """
     if selection.kind == "scene":
         found = [s for s in scenes if s.id == selection.target]
         if not found:
             raise SelectionError(f"no scene {selection.target!r}")
         return found
+    order = {sid: i for i, sid in enumerate(timeline_order({s.id: s.placement for s in scenes}))}
+    scenes = sorted(scenes, key=lambda s: order[s.id])
     if selection.kind == "stale":
         return [s for s in scenes if s.status == "stale"]
-    pool = timeline_of(scenes, selection.target) if selection.kind == "branch" else list(scenes)
-    return [s for s in pool if s.status != "done"]
+    pool = timeline_of(scenes, selection.target) if selection.kind == "branch" else scenes
+    leave = {"done", "generating"} | ({"stale"} if selection.keep_stale else set())
+    return [s for s in pool if s.status not in leave]
 
 
 class RunControl:

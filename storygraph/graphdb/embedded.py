@@ -1,7 +1,12 @@
 """The default backend: an embedded LadybugDB database in a folder on disk.
 
+One story per folder: the tables are keyed on ids alone, so a folder holds exactly one story and loading another
+into it is refused (:class:`~.store.StoreConflict`); use a folder per story, or Neo4j for several in one graph.
+
 One process may open a database for writing; the viewer and the engine therefore share one
-``EmbeddedStore`` in one process. A lock serialises this process's threads on the one connection.
+``EmbeddedStore`` in one process. A lock serialises this process's threads on the one connection. Since no other
+process can be writing while this one holds the database, a scene it finds ``generating`` was left so by a process
+that died: opening for writing marks it ``interrupted``.
 
 Console (user-written, read-only) queries never run on that connection: ``console.py`` runs each in a
 sandboxed child that opens the database file read-only. For the child to read a consistent file while the
@@ -50,6 +55,7 @@ def _wrapped(e: RuntimeError) -> StoreError:
 class EmbeddedStore(CypherStore):
     backend = "ladybug"
     dialect = "ladybug"
+    multi_story = False
 
     def __init__(self, path, story_id: Optional[str] = None, memory: Optional[MemoryParams] = None,
                  read_only: bool = False, create: bool = True):
@@ -81,6 +87,10 @@ class EmbeddedStore(CypherStore):
         self._readers_lock = threading.Lock()
         if not read_only:
             self.setup_schema()
+            try:
+                self.mark_interrupted()
+            except StoreError:  # several stories in an old folder and none named: the caller will say so
+                pass
 
     def _execute(self, cypher: str, params: Optional[dict] = None):
         try:
@@ -178,17 +188,19 @@ class EmbeddedStore(CypherStore):
 
         return console.run(self.db_path, cypher, params, limits, fence=self.console_fence)
 
-    def bulk_copy(self, table: str, columns: dict) -> None:
+    def bulk_copy(self, table: str, columns: dict, target: Optional[str] = None) -> None:
         """Bulk-load rows into node or relationship table ``table`` with COPY.
 
         For benchmarks and imports of large synthetic stories: ~1 M rows per second where row-by-row
         MERGE manages ~10 k. ``columns`` maps column name to a list or pyarrow array (relationship tables
-        take ``from`` and ``to`` ids first); columns left out are NULL.
+        take ``from`` and ``to`` ids first); columns left out are NULL. ``target``: the node table the rows of a
+        relationship table with several (``CONDITIONED_ON``) point at.
         """
         import pyarrow as pa
 
-        if table not in _COPYABLE:
-            raise StoreInputError(f"cannot bulk-load table {table!r}")
+        if table not in _COPYABLE or (table in _MULTI_TARGET) != (target is not None) or \
+                (target is not None and target not in _MULTI_TARGET[table]):
+            raise StoreInputError(f"cannot bulk-load table {table!r}" + (f" to {target!r}" if target else ""))
         names, types = _table_columns(table)
         n = len(next(iter(columns.values())))
         arrays = []
@@ -202,7 +214,8 @@ class EmbeddedStore(CypherStore):
         if unknown:
             raise StoreInputError(f"table {table} has no column(s) {sorted(unknown)}")
         with self._lock:
-            self._execute(queries.load(f"copy_{table.lower()}", self.dialect), {"data": pa.table(arrays, names=names)})
+            name = f"copy_{table.lower()}" + (f"_{target.lower()}" if target else "")
+            self._execute(queries.load(name, self.dialect), {"data": pa.table(arrays, names=names)})
 
     def close(self) -> None:
         with self._lock:
@@ -214,7 +227,9 @@ class EmbeddedStore(CypherStore):
                 self._db = None
 
 
-_COPYABLE = {"Scene", "Character", "Environment", "Appearance", "APPEARS_IN", "NEXT", "HAS_SCENE", "SET_IN", "OF", "IN"}
+_COPYABLE = {"Scene", "Character", "Environment", "Appearance", "APPEARS_IN", "NEXT", "HAS_SCENE", "SET_IN", "OF", "IN",
+             "CONDITIONED_ON"}
+_MULTI_TARGET = {"CONDITIONED_ON": ("Scene", "Appearance")}
 
 
 def _declared_tables() -> dict:

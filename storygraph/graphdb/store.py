@@ -2,12 +2,20 @@
 
 Backends (``embedded.py`` for LadybugDB, ``neo4j.py`` for Neo4j) implement it with the named queries
 of ``storygraph/cypher``. Records returned here are plain dataclasses; nothing database-specific leaks.
+
+Stories per graph: an embedded graph (a story folder) holds exactly one story — loading a second one into it is
+refused with :class:`StoreConflict`, since its tables are keyed on ids alone; a Neo4j graph keys everything on
+``(story_id, id)`` and holds any number, a store reading and writing the one named by ``story_id``.
+
+Edits ripple: every operation that changes what a generated scene was made from (its spec, its place on a
+timeline, its cast's or place's description or reference, the take chosen upstream, a deletion) marks the scenes
+made from it ``stale`` in the same transaction (see :mod:`storygraph.ripple`) and returns what it marked.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Optional, Protocol, runtime_checkable
+from typing import Any, Iterable, Iterator, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 from ..domain import (
     Appearance, Character, ConditionRecord, Environment, Event, GenerationDefaults, MemoryParams, Placement, SceneSpec,
@@ -95,6 +103,8 @@ class SceneRecord:
     chosen_take: Optional[int] = None
     takes: int = 0
     notes: str = ""  # retries and failures, one per line
+    stale_reason: str = ""  # why its media no longer matches what it should be made from ("" when it does)
+    stale_from: str = ""  # the scene that change came from
 
     @property
     def id(self) -> str:
@@ -150,8 +160,6 @@ class SceneCommit:
     take: TakeRecord
     appearances: list[Appearance]
     conditioned_on: list[ConditionRecord]
-    # (appearance id, new strength, new reinforced clock) for memories this take used
-    reinforcements: list[tuple[str, float, float]] = field(default_factory=list)
     # the take continues the timeline: scene gets its media and scores, status done
     choose: bool = True
 
@@ -163,6 +171,8 @@ class LoadSummary:
     scenes: int
     transitions: int
     created: dict = field(default_factory=dict)  # label -> how many nodes were new
+    changes: dict = field(default_factory=dict)  # what differed from the graph (``StoryChanges.summary()``)
+    stale: dict = field(default_factory=dict)  # scene id -> why it is stale now (scenes marked by this load)
 
 
 @runtime_checkable
@@ -170,6 +180,7 @@ class StoryStore(Protocol):
     """Everything the engine, the viewer and the CLI use of a graph; nothing else of a backend is reached for."""
 
     backend: str  # "ladybug" | "neo4j"
+    multi_story: bool  # whether the graph can hold several stories (Neo4j) or exactly one (an embedded folder)
     story_id: Optional[str]  # the story this store reads and writes (bound on first use when the graph holds one)
     memory: MemoryParams  # the constants the store applies on load (transition decay, a new APPEARS_IN's strength)
 
@@ -178,17 +189,42 @@ class StoryStore(Protocol):
 
     # -- story structure -------------------------------------------------------------------------
     def load_story(self, story: Story) -> LoadSummary:
-        """Write a whole story (idempotent: loading it twice changes nothing) in one transaction."""
+        """Write a whole story in one transaction: what differs from the graph is applied and the scenes it makes
+        stale are marked (loading the same story twice changes nothing). Scenes the graph has and the story does
+        not are kept (``changes["missing"]``). An embedded graph holding another story refuses it (StoreConflict)."""
     def stories(self) -> list[dict]:
         """``{id, title, ...}`` of every story in the graph."""
     def story_meta(self) -> Optional[dict]: ...
     def defaults(self) -> GenerationDefaults:
         """The story's generation defaults (from its story file)."""
-    def upsert_character(self, character: Character) -> None: ...
-    def upsert_environment(self, environment: Environment) -> None: ...
-    def upsert_scene(self, spec: SceneSpec, placement: Placement) -> None: ...
+    def upsert_character(self, character: Character) -> dict:
+        """Add or change a character; scenes showing it (and made from those) are stale when it changed.
+        Returns ``{scene id: reason}`` of the scenes it marked stale."""
+    def upsert_environment(self, environment: Environment) -> dict: ...
+    def upsert_scene(self, spec: SceneSpec, placement: Placement) -> None:
+        """Write a scene as given (a new scene; edits of generated ones go through ``update_scene``)."""
+    def update_scene(self, spec: SceneSpec) -> dict:
+        """Change a scene's spec: a generated scene becomes stale, with what it was made from downstream; one with
+        no media goes back to planned. Returns ``{scene id: reason}`` of the scenes it marked stale."""
     def upsert_transition(self, transition: TransitionRecord) -> None: ...
     def ids(self, kind: str) -> list[str]: ...  # kind: character | environment | scene
+    def set_timeline(self, upsert: Sequence[TransitionRecord] = (), delete: Sequence[tuple[str, str]] = (),
+                     placements: Mapping[str, Placement] = {}, changed: Mapping[str, Any] = {}) -> dict:
+        """In one transaction: upsert transitions (each replacing any other incoming one of its scene), delete
+        ``(from, to)`` transitions, write new placements (scenes and their appearances) and mark ``changed``
+        (scene id -> ``ripple.Cause``) and what was made from them stale. Returns the marks."""
+    def delete_scenes(self, ids: Sequence[str], placements: Mapping[str, Placement] = {}) -> dict:
+        """Delete scenes with their takes, appearances and provenance; scenes made from them are marked stale and
+        the remaining scenes get ``placements``. Returns ``{scene id: reason}`` of the scenes marked stale."""
+    def mark_stale(self, changed: Mapping[str, Any]) -> dict:
+        """Mark ``changed`` (scene id -> ``ripple.Cause``) and what was made from them stale."""
+    def stale_dependencies(self, from_clock: Optional[float] = None) -> list[dict]:
+        """The rows of ``stale_dependencies.cypher``: every generated scene (at or after ``from_clock``) with what
+        its chosen take was made from."""
+    def mark_interrupted(self) -> list[str]:
+        """Scenes left ``generating`` by a process that is gone become ``interrupted``; returns their ids."""
+    def migrate_media_paths(self, story_dir) -> int:
+        """Rewrite absolute media paths (an older story, or a folder moved since) relative to ``story_dir``."""
     def characters(self) -> list[Character]: ...
     def environments(self) -> list[Environment]: ...
     def transitions(self) -> list[TransitionRecord]: ...
@@ -204,7 +240,8 @@ class StoryStore(Protocol):
     # -- memory ----------------------------------------------------------------------------------
     def commit_take(self, commit: SceneCommit) -> int:
         """Write a generated take in one transaction; returns the Event seq. Idempotent per (scene, take)."""
-    def choose_take(self, scene_id: str, take: int, reinforcements=()) -> int: ...
+    def choose_take(self, scene_id: str, take: int) -> int:
+        """Make ``take`` the one that continues the timeline; scenes made from the take it replaces are stale."""
     def takes(self, scene_id: str) -> list[TakeRecord]: ...
     def appearances(self, ids: Optional[Iterable[str]] = None, character_id: Optional[str] = None,
                     accepted_only: bool = True, with_vectors: bool = True,
@@ -218,17 +255,16 @@ class StoryStore(Protocol):
         ``spaces``, an (n, dim) float32 matrix."""
     def conditioned_on(self, scene_id: str, take: Optional[int] = None) -> list[ConditionRecord]:
         """Provenance of the scene's chosen take (or of ``take``)."""
+    def scene_placements(self, ids: Iterable[str]) -> dict:
+        """``scene id -> (clock, branch, pos)``: where the scenes that used a memory (``Appearance.uses``) sit now."""
+    def index_memory(self) -> int:
+        """Rebuild every ``Appearance.uses`` from the ``CONDITIONED_ON`` edges of chosen takes."""
+    def memory_indexed(self) -> bool:
+        """Whether the story keeps ``Appearance.uses`` (older stories are indexed once, when an engine opens them)."""
 
     # -- deleting --------------------------------------------------------------------------------
     def scene_children(self, scene_id: str) -> list[str]:
         """Ids of the scenes that follow this one directly."""
-    def scene_dependents(self, scene_id: str) -> list[str]:
-        """Other scenes whose takes were conditioned on this scene or on one of its appearances."""
-    def delete_scene(self, scene_id: str, placements=()) -> list[str]:
-        """Remove a scene, its takes and appearances (and write ``placements`` of scenes it cut loose) in one
-        transaction; returns the removed appearance ids."""
-    def delete_transition(self, from_id: str, to_id: str, placements=()) -> int:
-        """Remove one transition (and write ``placements`` of the scenes it cut loose) in one transaction."""
 
     # -- events ----------------------------------------------------------------------------------
     def append_event(self, kind: str, ref_id: str, payload: Optional[dict] = None) -> int: ...

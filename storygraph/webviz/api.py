@@ -20,7 +20,7 @@ from flask import Blueprint, Response, jsonify, request
 from ..domain import Character, Environment, SceneSpec, Transition
 from ..errors import Conflict, InvalidInput, NotFound
 from ..graphdb.store import QueryError, ReadOnlyViolation
-from ..rules import CHARACTER, ENVIRONMENT, NEW_SCENE, SCENE_EDIT, TRANSITION, read_json
+from ..rules import CHARACTER, ENVIRONMENT, ID_EXPECTED, ID_PATTERN, NEW_SCENE, SCENE_EDIT, TRANSITION, read_json
 from .graph import jsonable, result_graph, scene_element
 from .viewer import current_viewer as _viewer
 
@@ -51,6 +51,12 @@ def _body() -> dict:
     if not isinstance(data, dict):
         raise BadRequest("expected a JSON object")
     return data
+
+
+def _id(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        raise BadRequest(f"{what}: expected {ID_EXPECTED}")
+    return value
 
 
 def _number(value: Any, what: str, lo: float, hi: float, integer: bool = False):
@@ -168,6 +174,7 @@ def scene(scene_id: str):
             "decay": ctx.transition.decay},
         "environment": None if ctx.environment is None else {
             "id": ctx.environment.id, "name": ctx.environment.name, "description": ctx.environment.description},
+        "stale_reason": rec.stale_reason or None, "stale_from": rec.stale_from or None,
         "prompt": rec.prompt, "seed": rec.seed, "scores": _scores(rec.scores), "chosen_take": rec.chosen_take,
         "takes_count": rec.takes, "notes": rec.notes, "video_url": media.url(rec.video_path, must_exist=True),
         "thumb_url": media.url(rec.last_frame_path), "takes": takes, "conditioning": conditioning,

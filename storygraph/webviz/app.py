@@ -1,9 +1,10 @@
-"""The viewer's Flask app factory: one story store, an optional engine, three blueprints.
+"""The viewer's Flask app factory: one story store, an optional engine, four blueprints.
 
 ``create_app(store)`` makes a follower (it reads the graph and follows the Event log; editing and
 generating answer 409). ``create_app(store, engine)`` adds editing and generation, run by one
 background worker. Blueprints: ``pages`` (the page and media files), ``api`` (JSON), ``studio`` (the queue,
-timelines, references, deleting) and ``stream`` (Server-Sent Events); what they share is the :class:`~.viewer.Viewer`. Security checks run before every
+timelines, references), ``ripple`` (deletions and "regenerate downstream") and ``stream`` (Server-Sent Events);
+what they share is the :class:`~.viewer.Viewer`. Security checks run before every
 request (see :mod:`.security`); every error becomes a JSON answer in one place, by its kind
 (:mod:`storygraph.errors`); a body that breaks a story rule also says where, as a JSON ``pointer``. The factory builds and registers only: the viewer's threads start with
 ``viewer_of(app).start()``, which ``serve`` and ``start`` (:mod:`.server`) call.
@@ -25,6 +26,7 @@ from ..rules import RuleError
 from .api import bp as api_bp
 from .graph import MediaLinks, finite
 from .pages import bp as pages_bp
+from .ripple import bp as ripple_bp
 from .security import SAFE_METHODS, TOKEN_HEADER, cross_origin_reason, host_allowed, new_token, token_matches
 from .stream import bp as events_bp
 from .studio import bp as studio_bp
@@ -74,6 +76,7 @@ def create_app(store, engine=None, *, story_dir=None, media_dir=None, token: Opt
 
     app.register_blueprint(pages_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(ripple_bp)
     app.register_blueprint(events_bp)
     app.register_blueprint(studio_bp)
 

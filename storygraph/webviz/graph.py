@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import quote
 
+from ..mediapaths import resolve
+
 # model units (pixels at zoom 1)
 CLOCK_X = 36.0  # per unit of story time
 MIN_DX = 110.0  # between a scene and its parent
@@ -45,8 +47,8 @@ class MediaLinks:
         if not path or self.root is None:
             return None
         p = Path(path)
-        if p.is_absolute():
-            candidates = [p]
+        if p.is_absolute():  # an older story's path: re-rooted in this folder when it is not there
+            candidates = list(dict.fromkeys([p, resolve(self.story_dir, path)]))
         else:
             candidates = [c for c in (self.story_dir / p if self.story_dir else None, self.root / p) if c is not None]
         for c in candidates:
@@ -74,6 +76,8 @@ def scene_node(rec, media: MediaLinks) -> dict:
         "branch": rec.placement.branch, "characters": list(spec.characters), "environment": spec.environment,
         "thumb": media.url(rec.last_frame_path),
     }
+    if rec.stale_reason:
+        data.update(stale_reason=rec.stale_reason, stale_from=rec.stale_from)
     return {"data": data, "classes": f"scene status-{rec.status}"}
 
 

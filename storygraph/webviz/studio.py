@@ -8,8 +8,8 @@
   character, a place or a scene; ``DELETE /api/references`` detaches one; ``GET /api/reference-image/...``
   shows the image a character, place or scene reference names (decoded and re-encoded as a PNG, whatever path
   the story file gave).
-* ``DELETE /api/scenes/<id>`` and ``DELETE /api/transitions/<from>/<to>`` delete, refused (409) while
-  generated scenes were made from what would go.
+
+Deleting scenes and transitions, and "regenerate downstream", are the ``ripple`` blueprint's.
 
 Writes go through the engine (409 without one), except a cut, which only reads the graph and writes a file
 under ``media/``. Every body is checked here and refused with a 400 naming the field.
@@ -247,23 +247,3 @@ def _png(path: Path) -> Response:
     resp = Response(buf.getvalue(), mimetype="image/png")
     resp.headers["Cache-Control"] = "no-store"
     return resp
-
-
-# -- deleting ------------------------------------------------------------------------------------
-
-
-@bp.delete("/scenes/<scene_id>")
-def delete_scene(scene_id: str):
-    v = _engine()
-    _scene_or_404(scene_id)
-    _engine_call("scene.deleted", scene_id, v.engine.delete_scene, scene_id)
-    return jsonify({"ok": True, "id": scene_id})
-
-
-@bp.delete("/transitions/<from_id>/<to_id>")
-def delete_transition(from_id: str, to_id: str):
-    v = _engine()
-    for s in (from_id, to_id):
-        _scene_or_404(s)
-    _engine_call("transition.deleted", to_id, v.engine.delete_transition, from_id, to_id)
-    return jsonify({"ok": True, "from": from_id, "to": to_id})

@@ -44,7 +44,7 @@ class ViewerConfig:
 
 #: Events after which the cached graph is patched (the scenes they name) instead of rebuilt.
 PATCHABLE_EVENTS = frozenset({"take.committed", "take.chosen", "scene.generating", "scene.done", "scene.failed",
-                              "scene.stage"})
+                              "scene.stage", "scene.stale", "scene.interrupted"})
 PATCH_MAX_EVENTS = 200
 
 

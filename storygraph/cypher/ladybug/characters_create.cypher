@@ -1,3 +1,4 @@
 UNWIND $rows AS r
 CREATE (:Character {story_id: $story, id: r.id, name: r.name, description: r.description,
-    reference_path: r.reference_path, decay_tau: CAST(r.decay_tau AS DOUBLE)})
+    reference_path: r.reference_path, decay_tau: CAST(r.decay_tau AS DOUBLE),
+    reference_sha: r.reference_sha})

@@ -1,3 +1,4 @@
 UNWIND $rows AS r
 MATCH (c:Character {story_id: $story, id: r.id})
-SET c.name = r.name, c.description = r.description, c.reference_path = r.reference_path, c.decay_tau = CAST(r.decay_tau AS DOUBLE)
+SET c.name = r.name, c.description = r.description, c.reference_path = r.reference_path, c.decay_tau = CAST(r.decay_tau AS DOUBLE),
+    c.reference_sha = r.reference_sha

@@ -138,6 +138,8 @@
       { selector: 'node.status-generating', style: { 'border-color': '#f0a030', 'border-style': 'dashed', 'border-width': 4 } },
       { selector: 'node.status-failed', style: { 'background-color': '#6f2f2f', 'border-color': '#e05555' } },
       { selector: 'node.status-generating.stepping', style: { 'border-color': '#ffd27a' } },
+      { selector: 'node.status-stale', style: { 'background-color': '#5f5220', 'border-color': '#e0c040', 'border-style': 'dotted', 'border-width': 4 } },
+      { selector: 'node.status-interrupted', style: { 'background-color': '#4a3b63', 'border-color': '#f0a030' } },
       { selector: 'node.scene.thumb-on[?thumb]', style: { 'background-image': 'data(thumb)', 'background-fit': 'cover',
         'background-clip': 'node' } },
       { selector: 'node.character', style: { 'shape': 'ellipse', 'width': 44, 'height': 44,
@@ -170,7 +172,6 @@
         'min-zoomed-font-size': 4, 'events': 'no', 'z-index': 1 } },
       { selector: 'node.lane.main', style: { 'border-color': '#7fb3ff', 'color': '#dfe8ff' } },
       { selector: 'node.found', style: { 'border-color': '#ffd400', 'border-width': 6 } },
-      { selector: 'node.status-stale', style: { 'border-color': '#e6a23c', 'border-style': 'double', 'border-width': 6 } },
       { selector: 'edge.conditioned', style: { 'curve-style': 'unbundled-bezier', 'control-point-distances': 'data(bend)',
         'line-color': '#ff6fa8', 'target-arrow-shape': 'vee', 'target-arrow-color': '#ff6fa8', 'width': 3,
         'opacity': 1, 'label': 'data(label)', 'font-size': 9, 'color': '#ffc0d8', 'text-background-color': '#12141a',
@@ -355,7 +356,8 @@
   // the overview of a large story: scenes and transitions Cytoscape has not taken in yet, drawn as plain
   // rectangles and lines on a canvas under Cytoscape's, following its pan and zoom
 
-  const STATUS_FILL = { planned: '#3b4a63', done: '#2f6f4f', generating: '#6b4a12', failed: '#6f2f2f', stale: '#5a4a20' };
+  const STATUS_FILL = { planned: '#3b4a63', done: '#2f6f4f', generating: '#6b4a12', failed: '#6f2f2f', stale: '#5a4a20',
+    interrupted: '#4a3b63' };
   const KIND_STROKE = { continuous: '#7fb3ff', cut: '#c9c9d9', time_skip: '#f2c14e' };
 
   function startOverview() {
@@ -926,6 +928,7 @@
         ` (${d.transition_in.kind}, gap ${fmt(d.transition_in.gap, 2)}, retention ${fmt(d.transition_in.decay, 2)}) `,
         d.editable ? h('button', { type: 'button', class: 'link danger-link', id: 'delete-transition', text: 'delete transition',
           onclick: () => deleteTransition(d.transition_in.from, d.id) }) : null) : h('div', { text: 'starts a timeline' })));
+    renderStale(box, d);
     if (d.video_url) {
       box.appendChild(h('video', { class: 'media', id: 'scene-video', src: d.video_url, controls: true, preload: 'metadata',
         poster: d.thumb_url || null, playsinline: true }));
@@ -1002,6 +1005,28 @@
             ' ', playBtn))));
     }
     if (d.notes) { box.appendChild(h('h3', { text: 'Notes' })); box.appendChild(h('pre', { text: d.notes })); }
+  }
+
+  // a stale scene: why (the change and the scene it came from), and making it and the stale scenes after it again
+  function renderStale(box, d) {
+    if (!d.stale_reason) return;
+    const btn = d.editable ? h('button', { type: 'button', id: 'regen-downstream', text: 'Regenerate downstream',
+      onclick: () => regenerateDownstream(d.id) }) : null;
+    box.appendChild(h('div', { class: 'stale-box' }, h('b', { text: 'stale: ' }), d.stale_reason,
+      d.stale_from && d.stale_from !== d.id ? h('span', {}, ' · from ', sceneLink(d.stale_from)) : null, ' ', btn,
+      h('div', { id: 'regen-status', class: 'form-status' })));
+  }
+
+  async function regenerateDownstream(id) {
+    const st = $('#regen-status');
+    try {
+      const r = await api('POST', '/api/scenes/' + encodeURIComponent(id) + '/regenerate-downstream', {});
+      for (const j of r.jobs) S.jobs.set(j.id, j);
+      renderJobs();
+      if (st) { st.className = 'form-status ok'; st.textContent = `${r.jobs.length} scene(s) queued`; }
+    } catch (e) {
+      if (st) { st.className = 'form-status error'; st.textContent = e.message; }
+    }
   }
 
   async function generate(id, takes) {

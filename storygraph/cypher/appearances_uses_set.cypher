@@ -1,3 +1,3 @@
 UNWIND $rows AS r
 MATCH (a:Appearance {story_id: $story, id: r.id})
-SET a.strength = r.strength, a.reinforced_clock = r.clock
+SET a.uses = r.uses

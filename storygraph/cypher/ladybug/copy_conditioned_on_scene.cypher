@@ -1,0 +1,1 @@
+COPY CONDITIONED_ON FROM $data (from='Scene', to='Scene')

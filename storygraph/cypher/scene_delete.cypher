@@ -1,2 +1,0 @@
-MATCH (s:Scene {story_id: $story, id: $id})
-DETACH DELETE s

@@ -1,2 +1,0 @@
-MATCH (t:Take {story_id: $story, scene_id: $id})
-DETACH DELETE t

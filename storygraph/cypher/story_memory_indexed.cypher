@@ -1,0 +1,2 @@
+MATCH (s:Story {id: $story})
+SET s.memory_index = $version
