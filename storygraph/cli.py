@@ -361,11 +361,22 @@ def _holding(engine):
         service.close()
 
 
-def _run_with_progress(engine, takes=None, until=None, note: str = "") -> list:
-    """Run unfinished scenes with a rich progress bar per scene and per stage."""
+def _run_with_progress(engine, takes=None, until=None, note: str = "", timings=None) -> list:
+    """Run unfinished scenes with a rich progress bar per scene and per stage; with ``timings`` (a path), append
+    one JSON line per committed scene saying where its time went."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .engine.engine import STAGES
+
+    if timings:
+        out = Path(timings)
+        out.parent.mkdir(parents=True, exist_ok=True)
+
+        def write_timings(record):
+            with open(out, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+        engine.on_timings(write_timings)
 
     todo = [s for s in engine.store.scenes() if s.status != "done"]
     console = _console()
@@ -406,7 +417,9 @@ def _summary(engine) -> None:
 @click.option("--model", default=None, help="LTX-2 weights: a folder or hub id (overrides models.ltx2)")
 @click.option("--takes", type=int, default=None, help="takes per scene; the best continues the timeline")
 @click.option("--until", default=None, help="stop after this scene")
-def run(story_file, directory, graph, database, model, takes, until):
+@click.option("--timings", type=click.Path(dir_okay=False), default=None,
+              help="append one JSON line per scene to this file: seconds per stage, the generator's, memory")
+def run(story_file, directory, graph, database, model, takes, until, timings):
     """Load a story and generate every scene in timeline order."""
     from .config import Config
 
@@ -418,7 +431,7 @@ def run(story_file, directory, graph, database, model, takes, until):
     try:
         with _holding(engine):
             engine.load(story)
-            _run_with_progress(engine, takes=takes, until=until)
+            _run_with_progress(engine, takes=takes, until=until, timings=timings)
             _summary(engine)
     except Exception as e:  # noqa: BLE001 - a clear line for any model or library error
         _unexpected(e)
@@ -431,13 +444,15 @@ def run(story_file, directory, graph, database, model, takes, until):
 @click.option("--story", "story_id", default=None, help="story id, when the graph holds several")
 @click.option("--database", default=None, envvar="NEO4J_DATABASE", help="Neo4j database name")
 @click.option("--takes", type=int, default=None, help="takes per scene; the best continues the timeline")
-def resume(directory, graph, story_id, database, takes):
+@click.option("--timings", type=click.Path(dir_okay=False), default=None,
+              help="append one JSON line per scene to this file: seconds per stage, the generator's, memory")
+def resume(directory, graph, story_id, database, takes, timings):
     """Finish a run that was stopped or killed, from the first unfinished scene."""
     _existing(directory)
     engine = _engine(directory, graph, story_id, database)
     try:
         with _holding(engine):
-            _run_with_progress(engine, takes=takes)
+            _run_with_progress(engine, takes=takes, timings=timings)
             _summary(engine)
     except Exception as e:  # noqa: BLE001
         _unexpected(e)

@@ -1,8 +1,9 @@
 """Crash points for crash tests: ``STORYGRAPH_CRASH_AT=<name>`` kills the process with SIGKILL at that point.
 
 The engine and the store call ``crash_point`` at the boundaries whose recovery the tests prove: before
-generating, after generating and before the commit, inside the commit transaction, after the commit and
-before the vector index is saved. ``STORYGRAPH_CRASH_SKIP=n`` lets the first ``n`` passes through the point
+generating, after generating and before the commit, while a take's media are written (between the video and the
+last frames) and once they are written, inside the commit transaction, after the commit and before the vector
+index is saved. ``STORYGRAPH_CRASH_SKIP=n`` lets the first ``n`` passes through the point
 go by, so a run can be killed in the middle of a story. Unset (always, outside tests) it costs one
 environment lookup.
 """
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import os
 
-POINTS = ("before_generate", "after_generate", "during_commit", "after_commit", "after_index")
+POINTS = ("before_generate", "after_generate", "during_media", "after_media", "during_commit", "after_commit",
+          "after_index")
 _passes: dict[str, int] = {}
 
 

@@ -8,8 +8,15 @@ with the graph on open.
 
 The engine is put together from parts with one job each: the store (the graph), a :class:`ModelRegistry`
 (models loaded on first use), an :class:`IndexKeeper` (the vector indexes), a :class:`TakeBook` (seeds, request
-keys, take numbers, the best take, reinforcement) and a :class:`GenerationLock` (one generation per story).
-``StoryEngine.open(folder)`` does the folder work (folders, ``storygraph.toml``, the store) and builds them.
+keys, take numbers, the best take, reinforcement), a :class:`GenerationLock` (one generation per story) and a
+:class:`MediaWriter` (takes' files written in the background). ``StoryEngine.open(folder)`` does the folder work
+(folders, ``storygraph.toml``, the store) and builds them.
+
+Keeping the GPU busy: a take's media are written while the engine goes on, and its scene is committed once they
+are on disk — during the next scene's generation when ``run`` goes through a story (see :mod:`.writer`). The
+scene waiting for its files is *in flight*: the next scene extends from its frames in memory and retrieves as if
+it were committed. Per-scene timings (every stage, the generator's own, media writing) go to ``on_timings``
+listeners.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from .locks import GenerationLock
 from .models import ModelRegistry
 from .prompts import build_prompt, retrieval_text
 from .takes import TakeBook, TakeOutcome
+from .writer import InFlight, MediaWriter, PendingView
 
 __all__ = ["StoryEngine", "STAGES", "SceneWork", "EngineError", "SceneNotFound", "SceneExists", "NotReady",
            "GenerationBusy", "InvalidRequest"]
@@ -55,6 +63,7 @@ class SceneWork:
     references: dict = field(default_factory=dict)  # character id -> DINOv2 embedding of its reference image
     parent_frames: Optional[list] = None  # the parent take's last frames, oldest first
     plan: Any = None  # the ConditioningPlan
+    timings: dict = field(default_factory=dict)  # seconds per stage of this scene
 
     @property
     def scene(self) -> SceneRecord:
@@ -75,9 +84,15 @@ class StoryEngine:
                                           config.engine.index_save_every)
         self.lock = lock or GenerationLock(self.dir)
         self.takes = takes or TakeBook(store, config.engine, config.memory)
+        self.writer = MediaWriter(config.engine.media_writer)
+        self._pending = PendingView(store)  # the store as retrieval reads it, the scene in flight included
+        self._inflight: Optional[InFlight] = None
+        self._recent_frames: Optional[tuple] = None  # ((scene id, take), last frames) of the last committed scene
         self._retriever = None
         self._held: list = []  # stage events not yet written
         self._listeners: list[Callable] = []
+        self._timing_listeners: list[Callable] = []
+        self._slot: Optional[tuple] = None  # (scene id, start) of the scene the loop is on, for its wall time
 
     # -- opening and closing ---------------------------------------------------------------------
     @classmethod
@@ -108,9 +123,13 @@ class StoryEngine:
         return cls(folder, store, config, models=models)
 
     def close(self) -> None:
-        self.index.save()
-        self.store.close()
-        self.lock.release()
+        try:
+            self._settle()  # nothing in flight outside run() and generate(), which settle before returning
+        finally:
+            self.writer.close()
+            self.index.save()
+            self.store.close()
+            self.lock.release()
 
     def __enter__(self):
         return self
@@ -212,6 +231,15 @@ class StoryEngine:
         """Call ``fn(kind, scene_id, info)`` at every stage of every scene this engine generates."""
         self._listeners.append(fn)
 
+    def on_timings(self, fn: Callable) -> None:
+        """Call ``fn(record)`` once per committed scene with where its time went (a dict: ``scene``, ``wall_s``,
+        seconds per stage under ``stages``, the generator's own under ``generator``, ``peak_gib``, ``attempts``).
+
+        ``wall_s`` is the scene's slot on the critical path: from its start to the next scene's start (the last
+        scene: to its commit), so the slots of a run add up to its time; ``media_write_s`` ran in the background
+        and only ``media_wait_s`` of it held the loop up."""
+        self._timing_listeners.append(fn)
+
     # -- parts, as the engine's users reach them --------------------------------------------------
     @property
     def device(self) -> str:
@@ -243,7 +271,7 @@ class StoryEngine:
             from .retrieval import Retriever
 
             idx = self.indexes()
-            self._retriever = Retriever(self.store, idx["clip"], idx["dino"], self.config.memory)
+            self._retriever = Retriever(self._pending, idx["clip"], idx["dino"], self.config.memory)
         return self._retriever
 
     def _reference_root(self) -> str:
@@ -258,26 +286,32 @@ class StoryEngine:
         """
         done_ids = []
         with self.lock.held():
-            for scene in self.store.scenes():
-                if scene.status == "done":
+            try:
+                for scene in self.store.scenes():
+                    if scene.status == "done":
+                        if scene.id == until:
+                            break
+                        continue
+                    parent_id = scene.placement.parent_id
+                    if parent_id is not None:
+                        parent = self.store.scene(parent_id)
+                        if parent is None or not (parent.status == "done" or self._in_flight(parent_id)):
+                            continue
+                    self._run_scene(scene.id, takes or self.config.engine.takes, progress)
+                    done_ids.append(scene.id)
                     if scene.id == until:
                         break
-                    continue
-                parent_id = scene.placement.parent_id
-                if parent_id is not None:
-                    parent = self.store.scene(parent_id)
-                    if parent is None or parent.status != "done":
-                        continue
-                self._run_scene(scene.id, takes or self.config.engine.takes, progress)
-                done_ids.append(scene.id)
-                if scene.id == until:
-                    break
+            finally:
+                self._settle()
         return done_ids
 
     def generate(self, scene_id: str, takes: int = 1, progress: Optional[ProgressFn] = None) -> list[TakeRecord]:
         """Generate ``takes`` takes of one scene; the best continues the timeline."""
         with self.lock.held():
-            return self._run_scene(scene_id, takes, progress)
+            try:
+                return self._run_scene(scene_id, takes, progress)
+            finally:
+                self._settle()
 
     def choose_take(self, scene_id: str, take: int) -> None:
         with self.lock.held():
@@ -287,9 +321,12 @@ class StoryEngine:
     def _run_scene(self, scene_id: str, takes: int, progress: Optional[ProgressFn]) -> list[TakeRecord]:
         if takes < 1:
             raise InvalidRequest("takes must be at least 1")
+        if self._in_flight(scene_id):
+            self._settle()  # the same scene again: its takes so far are committed first
         ctx = self.store.scene_context(scene_id)
-        if ctx.parent is not None and ctx.parent.status != "done":
+        if ctx.parent is not None and ctx.parent.status != "done" and not self._in_flight(ctx.parent.id):
             raise NotReady(f"scene {scene_id!r} follows {ctx.parent.id!r}, which is not generated yet")
+        self._start_slot(scene_id)
         self.indexes()  # reconcile before reading memory
         self.store.set_scene_status(scene_id, "generating")
         try:
@@ -301,27 +338,111 @@ class StoryEngine:
 
     def _generate_takes(self, work: SceneWork, takes: int, progress: Optional[ProgressFn]) -> list[TakeRecord]:
         sid = work.scene.id
-        self._stage(sid, "plan", progress, log=False)
-        self._plan(work)
-        self._stage(sid, "retrieve", progress, log=False)
-        self._retrieve(work)
-        self._stage(sid, "condition", progress, log=False)
-        self._condition(work)
+        times = work.timings
+        for stage, do in (("plan", self._plan), ("retrieve", self._retrieve), ("condition", self._condition)):
+            self._stage(sid, stage, progress, log=False)
+            t = time.perf_counter()
+            do(work)
+            times[stage + "_s"] = time.perf_counter() - t
         numbers, committed = self.takes.plan(work.scene, takes, work.prompt, work.plan.records)
         outcomes: list[TakeOutcome] = []
+        jobs, results = [], {}
         for n in numbers:
             if n in committed:  # made by a run that was stopped before it chose: never made twice
                 outcomes.append(TakeOutcome.from_graph(committed[n]))
                 continue
             seed = self.takes.seed(work.scene.spec, n)
             self._stage(sid, "generate", progress, take=n, seed=seed)
-            result, media = self._generate(work, n, seed)
+            result, job = self._generate(work, n, seed)
+            jobs.append(job)
+            results[n] = result
             self._stage(sid, "observe", progress, take=n)
-            outcomes.append(self._observe(work, n, seed, result, media))
+            t = time.perf_counter()
+            outcomes.append(self._observe(work, n, seed, result, job.media))
+            times["observe_s"] = times.get("observe_s", 0.0) + time.perf_counter() - t
+        loaded = sum(self.models.load_s.values()) - getattr(self, "_loaded_before", 0.0)
+        if loaded:
+            times["load_s"] = loaded  # models loaded on first use, inside this scene's slot
         best = self.takes.best(outcomes)
-        self._stage(sid, "commit", progress, take=best.take.take)
-        self._commit(work, outcomes, best)
+        self._settle()  # the scene before, when no take of this one was generated (they were all recovered)
+        chosen = results.get(best.take.take)
+        flight = InFlight(work, outcomes, best, jobs, progress=progress,
+                          last_frames=[] if chosen is None else list(chosen.frames[-self.config.engine.extension_frames:]))
+        flight.reinforcements = self.takes.reinforcements(work.plan.records, best.take, work.scene.clock)
+        self._inflight = flight
+        if chosen is None:  # the chosen take was committed by an earlier run: nothing to wait for
+            self._settle()
+        else:  # retrieval for the next scene sees this one as committed
+            accepted = flight.accepted_appearances()
+            self._pending.hold(accepted, flight.reinforcements)
+            for index in self.indexes().values():
+                index.add(accepted)
         return [o.take for o in outcomes]
+
+    # -- the scene in flight -----------------------------------------------------------------------
+    def _in_flight(self, scene_id: str) -> bool:
+        return self._inflight is not None and self._inflight.scene_id == scene_id
+
+    def _start_slot(self, scene_id: str) -> None:
+        now = time.perf_counter()
+        if self._slot is not None and self._inflight is not None and self._inflight.scene_id == self._slot[0]:
+            self._inflight.work.timings["wall_s"] = now - self._slot[1]
+        self._slot = (scene_id, now)
+        self._loaded_before = sum(self.models.load_s.values())
+
+    def _settle(self) -> None:
+        """Commit the scene in flight once its takes' media are on disk; nothing to do when none is.
+
+        If writing failed the scene is marked failed and its appearances leave the vector index (the graph never
+        had them); the error is raised."""
+        flight, self._inflight = self._inflight, None
+        if flight is None:
+            return
+        sid, times = flight.scene_id, flight.work.timings
+        t = time.perf_counter()
+        try:
+            try:
+                for job in flight.jobs:
+                    job.wait()
+            finally:
+                times["media_wait_s"] = time.perf_counter() - t
+                times["media_write_s"] = sum(j.seconds for j in flight.jobs)
+            self._stage(sid, "commit", flight.progress, take=flight.best.take.take)
+            t = time.perf_counter()
+            self._commit(flight.work, flight.outcomes, flight.best, flight.reinforcements)
+            times["commit_s"] = time.perf_counter() - t
+        except BaseException as e:
+            self._pending.clear()
+            dropped = [a.id for a in flight.accepted_appearances()]
+            for index in self.indexes().values():
+                index.remove(dropped)
+            if isinstance(e, Exception):
+                self.store.set_scene_status(sid, "failed", note=f"{type(e).__name__}: {e}")
+            raise
+        self._pending.clear()
+        if flight.last_frames:
+            self._recent_frames = ((sid, flight.best.take.take), flight.last_frames)
+        if self._slot is not None and self._slot[0] == sid:  # the last scene: its slot ends with its commit
+            times["wall_s"] = time.perf_counter() - self._slot[1]
+            self._slot = None
+        self._report_timings(flight)
+
+    def _report_timings(self, flight: InFlight) -> None:
+        if not self._timing_listeners:
+            return
+        best = flight.best
+        made = [o for o in flight.outcomes if not o.recovered]
+        gen = {}
+        for o in made:
+            for k, v in (o.timings or {}).items():
+                gen[k] = gen.get(k, 0.0) + v
+        record = {"scene": flight.scene_id, "take": best.take.take, "takes": len(made),
+                  "wall_s": flight.work.timings.get("wall_s"),
+                  "stages": {k: v for k, v in flight.work.timings.items() if k != "wall_s"},
+                  "generator": gen, "peak_gib": max((o.peak_gib or 0.0 for o in made), default=None),
+                  "attempts": [a for o in made for a in o.attempts], "settings": made[-1].settings if made else {}}
+        for fn in self._timing_listeners:
+            fn(record)
 
     def _stage(self, scene_id: str, stage: str, progress: Optional[ProgressFn], log: bool = True, **info) -> None:
         """Tell listeners a stage began; with ``log``, also append it (and any held back) to the Event log.
@@ -372,15 +493,33 @@ class StoryEngine:
         from .media import read_last_frames
 
         ctx, cfg = work.ctx, self.config.engine
-        if ctx.parent is not None and ctx.parent.last_frame_path:
-            work.parent_frames = read_last_frames(Path(ctx.parent.last_frame_path).parent, cfg.extension_frames)
+        if ctx.parent is not None:
+            work.parent_frames = self._parent_frames(ctx.parent, cfg.extension_frames)
         work.plan = plan_conditioning(
             ctx.scene.spec, ctx.transition, work.memories, work.parent_frames,
             params=ConditioningParams.from_config(cfg), names={c.id: c.name for c in ctx.characters},
             base_dir=self._reference_root())
 
+    def _parent_frames(self, parent: SceneRecord, n: int) -> Optional[list]:
+        """The parent take's last ``n`` frames: in memory when it is in flight or was just committed, else read
+        from its ``last_frames/``."""
+        from .media import read_last_frames
+
+        flight = self._inflight
+        if flight is not None and flight.scene_id == parent.id and flight.last_frames:
+            return flight.last_frames[-n:]
+        recent = self._recent_frames
+        if recent is not None and recent[0] == (parent.id, parent.chosen_take):
+            return recent[1][-n:]
+        if parent.last_frame_path:
+            return read_last_frames(Path(parent.last_frame_path).parent, n)
+        return None
+
     def _generate(self, work: SceneWork, take: int, seed: int):
-        """One take through the generator, written under ``media/<scene>/take-<n>``: (result, media)."""
+        """One take through the generator; its media go to the writer (``media/<scene>/take-<n>``): (result, job).
+
+        The scene in flight before this one is committed as soon as the generator returns: its media were written
+        while this take generated."""
         from .generators.base import GenerationRequest
         from . import media
 
@@ -388,13 +527,16 @@ class StoryEngine:
         crash_point("before_generate")
         request = GenerationRequest(prompt=work.prompt, conditions=work.plan.conditions,
                                     **{**spec.generation(), "seed": seed})
-        result = self.generator.generate(request)
-        take_dir = media.take_dir(self.dir, spec.id, take)
-        # samples=0: the observer samples the frames in memory and writes the ones memory points at
-        written = media.write_take(take_dir, result, fps=spec.fps, last_n=self.config.engine.extension_frames,
-                                   samples=0)
+        t = time.perf_counter()
+        try:
+            result = self.generator.generate(request)
+        finally:
+            work.timings["generate_s"] = work.timings.get("generate_s", 0.0) + time.perf_counter() - t
+            self._settle()
+        job = self.writer.submit(media.take_dir(self.dir, spec.id, take), result, fps=spec.fps,
+                                 last_n=self.config.engine.extension_frames)
         crash_point("after_generate")
-        return result, written
+        return result, job
 
     def _observe(self, work: SceneWork, take: int, seed: int, result, written) -> TakeOutcome:
         """Scores and the appearances to remember, from the take's frames."""
@@ -412,9 +554,11 @@ class StoryEngine:
                             str(written.last_frame_path), str(written.take_dir), obs.scores,
                             request_key=self.takes.request_key(scene.spec, take, work.prompt, work.plan.records))
         return TakeOutcome(record, SceneCommit(record, obs.appearances, work.plan.records),
-                           attempts=list(result.attempts))
+                           attempts=list(result.attempts), timings=dict(result.timings),
+                           peak_gib=result.peak_gib, settings=dict(result.settings))
 
-    def _commit(self, work: SceneWork, outcomes: list[TakeOutcome], best: TakeOutcome) -> None:
+    def _commit(self, work: SceneWork, outcomes: list[TakeOutcome], best: TakeOutcome,
+                reinforcements: Optional[list] = None) -> None:
         """Every take into the graph, the best last (it continues the timeline, with the reinforcement of the
         memories it used); then the vector index and the scene's done Event."""
         scene = work.scene
@@ -423,13 +567,16 @@ class StoryEngine:
                 self.store.set_scene_status(scene.id, "generating", note=f"take {o.take.take}: {line}")
         for o in sorted(outcomes, key=lambda o: o is best):  # the chosen take last, so the scene ends "done"
             chosen = o is best
-            reinforcements = self.takes.reinforcements(work.plan.records, o.take, scene.clock) if chosen else []
+            used = []
+            if chosen:
+                used = (reinforcements if reinforcements is not None
+                        else self.takes.reinforcements(work.plan.records, o.take, scene.clock))
             if o.recovered:
                 if chosen:
-                    self.store.choose_take(scene.id, o.take.take, reinforcements)
+                    self.store.choose_take(scene.id, o.take.take, used)
                 continue
             o.commit.choose = chosen
-            o.commit.reinforcements = reinforcements
+            o.commit.reinforcements = used
             self.store.commit_take(o.commit)
         crash_point("after_commit")
         self.index.update_scene(scene.id)
