@@ -41,8 +41,11 @@ def make_tokenizer(words: Sequence[str] = DEFAULT_WORDS, max_length: int = 64):
     )
 
 
-def make_components(seed: int = 0, words: Sequence[str] = DEFAULT_WORDS) -> dict:
-    """The pipeline's components with random weights (float32, CPU)."""
+def make_components(seed: int = 0, words: Sequence[str] = DEFAULT_WORDS, vae_patch: int = 1) -> dict:
+    """The pipeline's components with random weights (float32, CPU).
+
+    ``vae_patch=4`` compresses 32x in space like the real VAE, so real media sizes (768x512) make the real token
+    count and the tiny pipeline can produce real-size frames on a CPU in seconds."""
     import torch
     from diffusers import (
         AutoencoderKLLTX2Audio,
@@ -93,7 +96,7 @@ def make_components(seed: int = 0, words: Sequence[str] = DEFAULT_WORDS) -> dict
         spatio_temporal_scaling=(True,) * levels, decoder_spatio_temporal_scaling=(True,) * levels,
         decoder_inject_noise=(False,) * (levels + 1), downsample_type=("spatiotemporal",) * levels,
         upsample_residual=(False,) * levels, upsample_factor=(1,) * levels, timestep_conditioning=False,
-        patch_size=1, patch_size_t=1, encoder_causal=True, decoder_causal=False,
+        patch_size=vae_patch, patch_size_t=1, encoder_causal=True, decoder_causal=False,
     )
     torch.manual_seed(seed)
     audio_vae = AutoencoderKLLTX2Audio(
@@ -128,7 +131,7 @@ def make_upsampler(seed: int = 0, latent_channels: int = 4):
 
 
 def make_ltx2(path: Union[str, os.PathLike], seed: int = 0, with_upsampler: bool = True,
-              words: Sequence[str] = DEFAULT_WORDS) -> Path:
+              words: Sequence[str] = DEFAULT_WORDS, vae_patch: int = 1) -> Path:
     """Build the tiny pipeline and save it to ``path`` (a diffusers folder with ``model_index.json``).
 
     With ``with_upsampler`` a tiny latent upsampler is saved under ``path/latent_upsampler``, where the
@@ -138,7 +141,7 @@ def make_ltx2(path: Union[str, os.PathLike], seed: int = 0, with_upsampler: bool
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    pipe = LTX2ConditionPipeline(**make_components(seed, words))
+    pipe = LTX2ConditionPipeline(**make_components(seed, words, vae_patch))
     pipe.save_pretrained(str(path))
     if with_upsampler:
         make_upsampler(seed).save_pretrained(str(path / "latent_upsampler"))
