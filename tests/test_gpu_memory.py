@@ -97,7 +97,8 @@ def test_generator_reuses_a_prompt_encoding(tiny_runtime):
     encode = gen.pipe.encode_prompt
 
     def counting(*a, **kw):
-        calls.append(kw.get("prompt"))
+        if kw.get("prompt") is not None:  # the pipeline's own call passes the embeddings it was given
+            calls.append(kw["prompt"])
         return encode(*a, **kw)
 
     gen.pipe.encode_prompt = counting
