@@ -440,17 +440,27 @@ def _holding(engine):
         service.close()
 
 
-def _run_with_progress(engine, takes=None, until=None, note: str = "", selection=None, keep_stale: bool = False):
+def _run_with_progress(engine, takes=None, until=None, note: str = "", selection=None, keep_stale: bool = False,
+                       timings=None):
     """Run ``selection`` (default: every scene that needs it, stale ones unless ``keep_stale``, up to ``until``)
-    with a progress display: the story's
-    scenes, the current scene's stage and denoising step, and the time left. The first Ctrl-C cancels after the
-    current denoising step (the scene goes back to planned); a second one stops at once."""
+    with a progress display: the story's scenes, the current scene's stage and denoising step, and the time left.
+    The first Ctrl-C cancels after the current denoising step (the scene goes back to planned); a second one stops
+    at once. With ``timings`` (a path), append one JSON line per committed scene saying where its time went."""
     import signal
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .engine.runs import RunControl, Selection
 
+    if timings:
+        out = Path(timings)
+        out.parent.mkdir(parents=True, exist_ok=True)
+
+        def write_timings(record):
+            with open(out, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+        engine.on_timings(write_timings)
     selection = selection or Selection("all", until=until, keep_stale=keep_stale)
     console = _console()
     if note:
@@ -534,8 +544,10 @@ VERBOSE_HELP = "also show the libraries' own output (loading bars, logs, warning
 @click.option("--keep-stale", is_flag=True, help="leave stale scenes as they are (default: make them again)")
 @click.option("--tiny", is_flag=True,
               help="tiny random-weight models at the smallest size the rules take: a smoke run of this story file")
+@click.option("--timings", type=click.Path(dir_okay=False), default=None,
+              help="append one JSON line per scene to this file: seconds per stage, the generator's, memory")
 @click.option("--verbose", "-v", is_flag=True, help=VERBOSE_HELP)
-def run(story_file, directory, graph, database, model, takes, until, branch, keep_stale, tiny, verbose):
+def run(story_file, directory, graph, database, model, takes, until, branch, keep_stale, tiny, timings, verbose):
     """Load a story (applying what changed in it) and generate every scene that needs it — planned, stale,
     failed, interrupted — in timeline order."""
     from .config import CONFIG_NAME, Config
@@ -565,7 +577,7 @@ def run(story_file, directory, graph, database, model, takes, until, branch, kee
         with _holding(engine):
             engine.load(story)
             _print_changes(_console(), engine.last_load)
-            _run_with_progress(engine, takes=takes, note=note, selection=selection)
+            _run_with_progress(engine, takes=takes, note=note, selection=selection, timings=timings)
             _summary(engine)
     except Cancelled:
         _cancelled(engine)
@@ -583,8 +595,10 @@ def run(story_file, directory, graph, database, model, takes, until, branch, kee
 @click.option("--takes", type=int, default=None, help="takes per scene; the best continues the timeline")
 @click.option("--branch", default=None, help="only this timeline: its scenes and the ones it follows")
 @click.option("--keep-stale", is_flag=True, help="leave stale scenes as they are (default: make them again)")
+@click.option("--timings", type=click.Path(dir_okay=False), default=None,
+              help="append one JSON line per scene to this file: seconds per stage, the generator's, memory")
 @click.option("--verbose", "-v", is_flag=True, help=VERBOSE_HELP)
-def resume(directory, graph, story_id, database, takes, branch, keep_stale, verbose):
+def resume(directory, graph, story_id, database, takes, branch, keep_stale, timings, verbose):
     """Finish a run that was stopped or killed, from the first unfinished scene (stale ones included)."""
     from .engine.runs import Cancelled, Selection
 
@@ -594,7 +608,7 @@ def resume(directory, graph, story_id, database, takes, branch, keep_stale, verb
     try:
         with _holding(engine):
             selection = Selection("branch", branch, keep_stale=keep_stale) if branch else None
-            _run_with_progress(engine, takes=takes, selection=selection, keep_stale=keep_stale)
+            _run_with_progress(engine, takes=takes, selection=selection, keep_stale=keep_stale, timings=timings)
             _summary(engine)
     except Cancelled:
         _cancelled(engine)

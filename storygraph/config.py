@@ -38,6 +38,16 @@ class ModelsConfig:
                           expected='"distilled", "full" or "auto"', choices=("distilled", "full", "auto"))
     ic_lora: str = setting("", "IC-LoRA for reference-mode memory (e.g. LTX-2.3's Ingredients): a .safetensors file "
                            "or a folder holding one; empty: no reference mode")
+    memory_cap_gib: float = setting(0.0, "GPU memory the story may use, in GiB (0: the whole card); the generator "
+                                    "places and streams its parts to fit, and steps down on out-of-memory",
+                                    expected="a number of GiB from 0 to 4096 (0: no cap)", lo=0, hi=4096)
+    text_encoder: str = setting("auto", "where the text encoder waits between prompts: auto (on the GPU when "
+                                "everything fits beside the transformer, else streamed from the CPU), gpu, stream",
+                                expected='"auto", "gpu" or "stream"', choices=("auto", "gpu", "stream"))
+    encoder_compile: bool = setting(False, "torch.compile the CLIP and DINOv2 image towers (CUDA)")
+    encoder_cuda_graphs: bool = setting(False, "replay the CLIP and DINOv2 image towers as CUDA graphs (CUDA)")
+    encoder_fp8: str = setting("", "float8 linear layers in the image towers (CUDA, Hopper)",
+                               expected='"", "row" or "tensor"', choices=("", "row", "tensor"))
 
 
 _BEST_TAKE_BY = (*Scores.names(), "mean")
@@ -80,6 +90,9 @@ class EngineConfig:
     extension_strength: float = setting(1.0, "strength of the parent's frames on a continuous transition")
     retrieve_k: int = setting(4, "prior appearances retrieved per character")
     index_save_every: int = setting(25, "scenes between vector index saves; the graph fills any gap on open")
+    media_writer: str = setting("background", "background: takes' media are written while the next take or scene "
+                                "generates (a take is committed once its files are on disk); inline: before going on",
+                                expected='"background" or "inline"', choices=("background", "inline"))
     prompt_template: str = setting("{motion} {actors} {environment} {lighting} {camera}",
                                    "the order of the prompt's parts")
 

@@ -2,9 +2,10 @@
 
 Crash points: ``STORYGRAPH_CRASH_AT=<name>`` kills the process with SIGKILL at that point. The engine and the
 store call ``crash_point`` at the boundaries whose recovery the tests prove: before generating, after
-generating and before the commit, inside the commit transaction, after the commit and before the vector index
-is saved. ``STORYGRAPH_CRASH_SKIP=n`` lets the first ``n`` passes through the point go by, so a run can be
-killed in the middle of a story.
+generating and before the commit, while a take's media are written (between the video and the last frames) and
+once they are written, inside the commit transaction, after the commit and before the vector index is saved.
+``STORYGRAPH_CRASH_SKIP=n`` lets the first ``n`` passes through the point go by, so a run can be killed in the
+middle of a story. Unset (always, outside tests) it costs one environment lookup.
 
 Write points: every place storygraph writes a file calls ``write_point`` first (``media``: videos and
 frames; ``index``: the vector index files; ``graph``: a graph commit). ``STORYGRAPH_FULL_AFTER=n`` makes the
@@ -19,7 +20,8 @@ from __future__ import annotations
 import errno
 import os
 
-POINTS = ("before_generate", "after_generate", "during_commit", "after_commit", "after_index")
+POINTS = ("before_generate", "after_generate", "during_media", "after_media", "during_commit", "after_commit",
+          "after_index")
 _passes: dict[str, int] = {}
 
 

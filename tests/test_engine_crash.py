@@ -4,6 +4,11 @@ matching the graph. The scene the killed process was generating is ``interrupted
 
 Each run is killed while working on the third scene of four, so the crash lands between committed scenes
 and scenes still to make; with two takes per scene, it also lands between the takes of one scene.
+
+Takes' media are written in the background and a scene is committed once they are on disk, while the next
+scene generates (storygraph.engine.writer). So a crash while media are being written (during_media, after_media)
+must find no committed take without its files, and before the third scene's generation the second scene is still
+in flight: generated, not yet committed.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import shutil
 import signal
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -30,8 +36,10 @@ CRASH_SCENE = SCENES[2]
 # when it fires). Per scene the engine passes before_generate and after_generate once per take, commits each
 # take once (during_commit; the chosen take last) and passes after_commit once.
 CASES = {
-    "before_generate": (1, 2, 2, 0),  # third scene, before its take is generated
-    "after_generate": (1, 2, 2, 0),  # third scene, its take generated and written, not committed
+    "before_generate": (1, 2, 1, 0),  # third scene, before its take is generated; the second is in flight
+    "after_generate": (1, 2, 2, 0),  # third scene, its take generated (the second now committed), not committed
+    "during_media": (1, 2, 2, 0),  # third scene's media half written (the video, not its last frames)
+    "after_media": (1, 2, 2, 0),  # third scene's media written, the scene not yet committed
     "during_commit": (2, 5, 2, 1),  # third scene, inside the transaction of its second commit
     "after_commit": (1, 2, 3, 1),  # third scene committed; the index not yet updated
 }
@@ -88,6 +96,12 @@ def test_killed_run_resumes_to_a_complete_consistent_story(point, story_file, ti
     if done_at_crash == 2:  # the killed process was on the third scene: opening the story says so
         assert status[CRASH_SCENE] == "interrupted", status
     assert len(crash_scene_takes) == takes_at_crash, [t.take for t in crash_scene_takes]
+    assert_committed_takes_have_files(d)
+    crash_take = d / "media" / CRASH_SCENE / "take-0"
+    if point == "during_media":  # the crash did land mid-write: the video is there, its last frames are not
+        assert (crash_take / "video.mp4").is_file() and not (crash_take / "last.png").exists()
+    if point == "after_media":
+        assert (crash_take / "last.png").is_file()
 
     if point == "after_commit":
         # the graph has the third scene, the index files do not yet ...
@@ -150,3 +164,22 @@ def test_killed_run_resumes_to_a_complete_consistent_story(point, story_file, ti
     for space, ids in on_disk.items():
         assert ids == accepted, (f"{space} index on disk: missing {sorted(accepted - ids)}, "
                                  f"extra {sorted(ids - accepted)}")
+    assert_committed_takes_have_files(d, expect=len(SCENES) * takes)
+
+
+def assert_committed_takes_have_files(d, expect: int = 0) -> None:
+    """Every take in the graph has its video (a readable one, with every frame), last.png and last frames; at
+    least ``expect`` takes are checked."""
+    from storygraph.engine.media import video_info
+
+    store = _store(d)
+    try:
+        takes = [t for s in store.scenes() for t in store.takes(s.id)]
+    finally:
+        store.close()
+    assert len(takes) >= expect
+    for t in takes:
+        video, last = Path(t.video_path), Path(t.last_frame_path)
+        assert video.is_file() and last.is_file(), (t.scene_id, t.take, t.video_path)
+        assert video_info(video)["frames"] == 9, (t.scene_id, t.take)
+        assert len(list((last.parent / "last_frames").glob("*.png"))) == 9, (t.scene_id, t.take)

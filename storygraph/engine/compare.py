@@ -209,8 +209,9 @@ def compare_modes(engine, modes: Sequence[str], scene_ids: Optional[Sequence[str
                 progress(scene.id, mode, {"reused": reused})
             if not reused:
                 number = max((t.take for t in existing), default=-1) + 1
-                result_, media = engine._generate(work, number, seed)
-                outcome = engine._observe(work, number, seed, result_, media)
+                result_, job = engine._generate(work, number, seed)
+                outcome = engine._observe(work, number, seed, result_, job.media)
+                job.wait()  # a take is committed once its files are on disk
                 outcome.commit.choose = False
                 store.commit_take(outcome.commit)
                 engine.index.update_scene(scene.id)

@@ -13,8 +13,15 @@ take beats it on ``best_take_by`` (or when the user chooses). Media paths are st
 
 The engine is put together from parts with one job each: the store (the graph), a :class:`ModelRegistry`
 (models loaded on first use), an :class:`IndexKeeper` (the vector indexes), a :class:`TakeBook` (seeds, request
-keys, take numbers, the best take, reinforcement) and a :class:`GenerationLock` (one generation per story).
-``StoryEngine.open(folder)`` does the folder work (folders, ``storygraph.toml``, the store) and builds them.
+keys, take numbers, the best take), a :class:`GenerationLock` (one generation per story) and a
+:class:`MediaWriter` (takes' files written in the background). ``StoryEngine.open(folder)`` does the folder work
+(folders, ``storygraph.toml``, the store) and builds them.
+
+Keeping the GPU busy: a take's media are written while the engine goes on, and its scene is committed once they
+are on disk — during the next scene's generation when a run goes through a story (see :mod:`.writer`). The
+scene waiting for its files is *in flight*: the next scene extends from its frames in memory and retrieves as if
+it were committed. Per-scene timings (every stage, the generator's own, media writing) go to ``on_timings``
+listeners.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from .prompts import build_prompt, retrieval_text
 from .references import reference_root
 from .runs import Cancelled, Progress, ProgressState, RunControl, Selection, scenes_to_run
 from .takes import TakeBook, TakeOutcome
+from .writer import InFlight, MediaWriter, PendingView
 
 __all__ = ["StoryEngine", "STAGES", "SceneWork", "RunOutcome", "EngineError", "SceneNotFound", "SceneExists",
            "NotReady", "GenerationBusy", "InvalidRequest", "IndexNotSaved", "SceneHasChildren", "Cancelled",
@@ -80,6 +88,8 @@ class SceneWork:
     reference: Any = None  # the composed reference sheet (a ReferenceInput) in reference mode
     made: list = field(default_factory=list)  # take numbers this run started making (their media may be on disk)
     notes: list = field(default_factory=list)  # what could not be used (a memory whose frame is gone), in words
+    jobs: list = field(default_factory=list)  # MediaJob per take this run made (their files are being written)
+    timings: dict = field(default_factory=dict)  # seconds per stage of this scene
 
     @property
     def scene(self) -> SceneRecord:
@@ -113,9 +123,16 @@ class StoryEngine:
                                        media_ok=lambda path: mediapaths.exists(self.dir, path))
         self.checks = EditChecks(store, self.dir, config)
         self.last_load = None  # the LoadSummary of the last load(): what changed, what is stale now
+        self.writer = MediaWriter(config.engine.media_writer)
+        self._pending = PendingView(store)  # the store as retrieval reads it, the scene in flight included
+        self._inflight: Optional[InFlight] = None
+        self._recent_frames: Optional[tuple] = None  # ((scene id, take), last frames) of the last committed scene
         self._retriever = None
         self._held: list = []  # stage events not yet written
         self._listeners: list[Callable] = []
+        self._timing_listeners: list[Callable] = []
+        self._slot: Optional[tuple] = None  # (scene id, start) of the scene the loop is on, for its wall time
+        self._loaded_before = 0.0
 
     # -- opening and closing ---------------------------------------------------------------------
     @classmethod
@@ -174,6 +191,10 @@ class StoryEngine:
         the save fails (a full disk): the index is derived, and the next open rebuilds what it lacks; the
         failure is raised after, as an ``IndexNotSaved``."""
         try:
+            try:
+                self._settle()  # nothing in flight outside run_selection() and generate(), which settle first
+            finally:
+                self.writer.close()
             self.index.save()
         except OSError as e:
             failed: Optional[OSError] = e
@@ -418,6 +439,15 @@ class StoryEngine:
         """Call ``fn(kind, scene_id, info)`` at every stage of every scene this engine generates."""
         self._listeners.append(fn)
 
+    def on_timings(self, fn: Callable) -> None:
+        """Call ``fn(record)`` once per committed scene with where its time went (a dict: ``scene``, ``wall_s``,
+        seconds per stage under ``stages``, the generator's own under ``generator``, ``peak_gib``, ``attempts``).
+
+        ``wall_s`` is the scene's slot on the critical path: from its start to the next scene's start (the last
+        scene: to its commit), so the slots of a run add up to its time; ``media_write_s`` ran in the background
+        and only ``media_wait_s`` of it held the loop up."""
+        self._timing_listeners.append(fn)
+
     # -- parts, as the engine's users reach them --------------------------------------------------
     @property
     def device(self) -> str:
@@ -449,7 +479,7 @@ class StoryEngine:
             from .retrieval import Retriever
 
             idx = self.indexes()
-            self._retriever = Retriever(self.store, idx["clip"], idx["dino"], self.config.memory)
+            self._retriever = Retriever(self._pending, idx["clip"], idx["dino"], self.config.memory)
         return self._retriever
 
     def _reference_root(self) -> str:
@@ -501,27 +531,30 @@ class StoryEngine:
                     progress(scene_id, st, info)
 
             made = set()
-            for planned in plan:
-                control.check()
-                scene = self.store.scene(planned.id)  # read again: what this run made may have changed it
-                if scene is None or scene.status == "generating":  # deleted, or another worker is on it
-                    outcome.skipped.append(planned.id)
-                    tracker.scene_skipped(planned.id)
-                    continue
-                parent_id = scene.placement.parent_id
-                if selection.kind != "scene" and parent_id is not None and parent_id not in made:
-                    parent = self.store.scene(parent_id)
-                    if parent is None or not self._usable_parent(parent, keep_stale):
-                        outcome.skipped.append(scene.id)
-                        tracker.scene_skipped(scene.id)
+            try:
+                for planned in plan:
+                    control.check()
+                    scene = self.store.scene(planned.id)  # read again: what this run made may have changed it
+                    if scene is None or (scene.status == "generating" and not self._in_flight(scene.id)):
+                        outcome.skipped.append(planned.id)  # deleted, or another worker is on it
+                        tracker.scene_skipped(planned.id)
                         continue
-                self._run_scene(scene.id, per_scene(scene), stage, control=control, tracker=tracker,
-                                keep_stale=keep_stale)
-                made.add(scene.id)
-                outcome.done.append(scene.id)
-                tracker.scene_finished(scene.id)
-                if scene.id == selection.until:
-                    break
+                    parent_id = scene.placement.parent_id
+                    if selection.kind != "scene" and parent_id is not None and parent_id not in made:
+                        parent = self.store.scene(parent_id)
+                        if parent is None or not self._usable_parent(parent, keep_stale):
+                            outcome.skipped.append(scene.id)
+                            tracker.scene_skipped(scene.id)
+                            continue
+                    self._run_scene(scene.id, per_scene(scene), stage, control=control, tracker=tracker,
+                                    keep_stale=keep_stale)
+                    made.add(scene.id)
+                    outcome.done.append(scene.id)
+                    tracker.scene_finished(scene.id)
+                    if scene.id == selection.until:
+                        break
+            finally:
+                self._settle()  # the last scene is committed before the run returns (or raises)
         return outcome
 
     def generate(self, scene_id: str, takes: int = 1, progress: Optional[ProgressFn] = None,
@@ -529,7 +562,10 @@ class StoryEngine:
         """Generate ``takes`` more takes of one scene. They compete with the chosen take (unless the scene is stale
         or its media is gone): the choice changes only when one of them beats it on ``best_take_by``."""
         with self.lock.held():
-            return self._run_scene(scene_id, takes, progress, control=control, keep_stale=True)
+            try:
+                return self._run_scene(scene_id, takes, progress, control=control, keep_stale=True)
+            finally:
+                self._settle()
 
     def compare(self, modes, scene_ids=None, progress: Optional[ProgressFn] = None):
         """Generate done scenes again under each memory mode in ``modes``, as sibling takes that never replace the
@@ -571,7 +607,10 @@ class StoryEngine:
         return self.store.mark_stale(changed) if changed else {}
 
     def _usable_parent(self, parent: SceneRecord, allow_stale: bool) -> bool:
-        """A parent a scene can be made after: done (or stale, when allowed) with its media there."""
+        """A parent a scene can be made after: done (or stale, when allowed) with its media there, or the scene in
+        flight (its frames are in memory and its files on their way)."""
+        if self._in_flight(parent.id):
+            return True
         if parent.status != "done" and not (allow_stale and parent.status == "stale"):
             return False
         return mediapaths.exists(self.dir, parent.video_path)
@@ -581,10 +620,13 @@ class StoryEngine:
                    keep_stale: bool = False) -> list[TakeRecord]:
         if takes < 1:
             raise InvalidRequest("takes must be at least 1")
+        if self._in_flight(scene_id):
+            self._settle()  # the same scene again: its takes so far are committed first
         ctx = self.store.scene_context(scene_id)
         if ctx.parent is not None and not self._usable_parent(ctx.parent, keep_stale):
             why = "its media is missing" if ctx.parent.status in ("done", "stale") else "not generated yet"
             raise NotReady(f"scene {scene_id!r} follows {ctx.parent.id!r}, which is {why}")
+        self._start_slot(scene_id)
         self.indexes()  # reconcile before reading memory
         before = ctx.scene.status
         control = control or RunControl()
@@ -634,6 +676,11 @@ class StoryEngine:
 
         from . import media
 
+        for job in work.jobs:  # let the writer finish with the files before they go
+            try:
+                job.wait()
+            except BaseException:  # noqa: BLE001 - the files go either way
+                pass
         committed = {t.take for t in self.store.takes(work.scene.id)}
         for n in work.made:
             if n not in committed:
@@ -645,16 +692,17 @@ class StoryEngine:
     def _generate_takes(self, work: SceneWork, takes: int, progress: Optional[ProgressFn],
                         control: RunControl) -> list[TakeRecord]:
         sid = work.scene.id
-        self._stage(sid, "plan", progress, log=False)
-        self._plan(work)
-        self._stage(sid, "retrieve", progress, log=False)
-        self._retrieve(work)
-        self._stage(sid, "condition", progress, log=False)
-        self._condition(work)
+        times = work.timings
+        for stage, do in (("plan", self._plan), ("retrieve", self._retrieve), ("condition", self._condition)):
+            self._stage(sid, stage, progress, log=False)
+            t = time.perf_counter()
+            do(work)
+            times[stage + "_s"] = time.perf_counter() - t
         control.check()
         upstream = work.ctx.parent.chosen_take if work.ctx.parent is not None else None
         numbers, committed = self.takes.plan(work.scene, takes, work.prompt, work.plan.records, upstream)
         outcomes: list[TakeOutcome] = []
+        results = {}
         for n in numbers:
             if n in committed:  # made by a run that was stopped before it chose: never made twice
                 outcomes.append(TakeOutcome.from_graph(committed[n]))
@@ -662,16 +710,114 @@ class StoryEngine:
             seed = self.takes.seed(work.scene.spec, n)
             self._stage(sid, "generate", progress, take=n, seed=seed, steps=int(work.scene.spec.steps or 0))
             work.made.append(n)
-            result, media = self._generate(work, n, seed)
+            result, job = self._generate(work, n, seed)
+            work.jobs.append(job)
+            results[n] = result
             control.check()
             self._stage(sid, "observe", progress, take=n)
-            outcomes.append(self._observe(work, n, seed, result, media, upstream))
+            t = time.perf_counter()
+            outcomes.append(self._observe(work, n, seed, result, job.media, upstream))
+            times["observe_s"] = times.get("observe_s", 0.0) + time.perf_counter() - t
+        loaded = sum(self.models.load_s.values()) - self._loaded_before
+        if loaded:
+            times["load_s"] = loaded  # models loaded on first use, inside this scene's slot
         incumbent = self.takes.incumbent(work.scene, committed, numbers)
         best = self.takes.best(outcomes, incumbent)
         control.check()  # the last moment a cancel leaves nothing behind
-        self._stage(sid, "commit", progress, take=best.take.take)
-        self._commit(work, outcomes, best)
+        self._settle()  # the scene before, when no take of this one was generated (they were all recovered)
+        chosen = results.get(best.take.take)
+        flight = InFlight(work, outcomes, best, list(work.jobs), progress=progress,
+                          last_frames=[] if chosen is None else
+                          list(chosen.frames[-self.config.engine.extension_frames:]))
+        flight.uses = self._pending_uses(work, best)
+        self._inflight = flight
+        if chosen is None:  # the chosen take was committed by an earlier run: nothing to wait for
+            self._settle()
+        else:  # retrieval for the next scene sees this one as committed
+            accepted = flight.accepted_appearances()
+            self._pending.hold(accepted, flight.uses)
+            for index in self.indexes().values():
+                index.add(accepted)
         return [o.take for o in outcomes]
+
+    # -- the scene in flight -----------------------------------------------------------------------
+    def _in_flight(self, scene_id: str) -> bool:
+        return self._inflight is not None and self._inflight.scene_id == scene_id
+
+    def _pending_uses(self, work: SceneWork, best: TakeOutcome) -> dict:
+        """``appearance id -> (scene id, identity)``: the use the chosen take makes of each memory it was
+        conditioned on, as its commit records it in ``Appearance.uses``."""
+        ids = [r.target_id for r in work.plan.records if r.target_kind == "Appearance"]
+        if not ids:
+            return {}
+        kept = best.take.scores.identity_by_character
+        return {a.id: (work.scene.id, kept.get(a.character_id))
+                for a in self.store.appearances(ids=ids, with_vectors=False, accepted_only=False)}
+
+    def _start_slot(self, scene_id: str) -> None:
+        now = time.perf_counter()
+        if self._slot is not None and self._inflight is not None and self._inflight.scene_id == self._slot[0]:
+            self._inflight.work.timings["wall_s"] = now - self._slot[1]
+        self._slot = (scene_id, now)
+        self._loaded_before = sum(self.models.load_s.values())
+
+    def _settle(self) -> None:
+        """Commit the scene in flight once its takes' media are on disk; nothing to do when none is.
+
+        If writing failed the scene is marked failed, its takes' files are removed and its appearances leave the
+        vector index (the graph never had them); the error is raised."""
+        flight, self._inflight = self._inflight, None
+        if flight is None:
+            return
+        sid, times = flight.scene_id, flight.work.timings
+        t = time.perf_counter()
+        try:
+            try:
+                for job in flight.jobs:
+                    job.wait()
+            finally:
+                times["media_wait_s"] = time.perf_counter() - t
+                times["media_write_s"] = sum(j.seconds for j in flight.jobs)
+            self._stage(sid, "commit", flight.progress, take=flight.best.take.take)
+            t = time.perf_counter()
+            self._commit(flight.work, flight.outcomes, flight.best)
+            times["commit_s"] = time.perf_counter() - t
+        except BaseException as e:
+            self._pending.clear()
+            dropped = [a.id for a in flight.accepted_appearances()]
+            if self.index.is_open():
+                for index in self.indexes().values():
+                    index.remove(dropped)
+            if isinstance(e, Exception):
+                try:
+                    self.store.set_scene_status(sid, "failed", note=f"{type(e).__name__}: {e}")
+                except Exception:  # a full disk fails this write too: the scene stays unfinished, resume redoes it
+                    pass
+            raise
+        self._pending.clear()
+        if flight.last_frames:
+            self._recent_frames = ((sid, flight.best.take.take), flight.last_frames)
+        if self._slot is not None and self._slot[0] == sid:  # the last scene: its slot ends with its commit
+            times["wall_s"] = time.perf_counter() - self._slot[1]
+            self._slot = None
+        self._report_timings(flight)
+
+    def _report_timings(self, flight: InFlight) -> None:
+        if not self._timing_listeners:
+            return
+        best = flight.best
+        made = [o for o in flight.outcomes if not o.recovered]
+        gen: dict = {}
+        for o in made:
+            for k, v in (o.timings or {}).items():
+                gen[k] = gen.get(k, 0.0) + v
+        record = {"scene": flight.scene_id, "take": best.take.take, "takes": len(made),
+                  "wall_s": flight.work.timings.get("wall_s"),
+                  "stages": {k: v for k, v in flight.work.timings.items() if k != "wall_s"},
+                  "generator": gen, "peak_gib": max((o.peak_gib or 0.0 for o in made), default=None),
+                  "attempts": [a for o in made for a in o.attempts], "settings": made[-1].settings if made else {}}
+        for fn in self._timing_listeners:
+            fn(record)
 
     def _stage(self, scene_id: str, stage: str, progress: Optional[ProgressFn], log: bool = True, **info) -> None:
         """Tell listeners a stage began; with ``log``, also append it (and any held back) to the Event log.
@@ -731,15 +877,10 @@ class StoryEngine:
         """Which memory becomes which LTX-2 condition, in which mode: the parent's last frames, retrieved
         appearances, reference images. ``mode``: one memory mode for this plan (comparing modes)."""
         from .conditioning import ConditioningParams, plan_conditioning
-        from .media import read_last_frames
 
         ctx, cfg = work.ctx, self.config.engine
-        if ctx.parent is not None and ctx.parent.last_frame_path:
-            take_dir = mediapaths.resolve(self.dir, ctx.parent.last_frame_path).parent
-            try:
-                work.parent_frames = read_last_frames(take_dir, cfg.extension_frames)
-            except FileNotFoundError:
-                work.notes.append(f"the last frames of {ctx.parent.id} are missing ({take_dir})")
+        if ctx.parent is not None:
+            work.parent_frames = self._parent_frames(work, ctx.parent, cfg.extension_frames)
         spec = ctx.scene.spec
         work.plan = plan_conditioning(
             spec, ctx.transition, work.memories, work.parent_frames,
@@ -758,8 +899,31 @@ class StoryEngine:
                                             strength=sheet.strength, loop=sheet.loop, description=description)
             work.prompt = f"{description} {work.prompt}"
 
+    def _parent_frames(self, work: SceneWork, parent: SceneRecord, n: int) -> Optional[list]:
+        """The parent take's last ``n`` frames: in memory when it is in flight or was just committed, else read
+        from its ``last_frames/`` (missing files are a note, not a failure)."""
+        from .media import read_last_frames
+
+        flight = self._inflight
+        if flight is not None and flight.scene_id == parent.id and flight.last_frames:
+            return flight.last_frames[-n:]
+        recent = self._recent_frames
+        if recent is not None and recent[0] == (parent.id, parent.chosen_take):
+            return recent[1][-n:]
+        if not parent.last_frame_path:
+            return None
+        take_dir = mediapaths.resolve(self.dir, parent.last_frame_path).parent
+        try:
+            return read_last_frames(take_dir, n)
+        except FileNotFoundError:
+            work.notes.append(f"the last frames of {parent.id} are missing ({take_dir})")
+            return None
+
     def _generate(self, work: SceneWork, take: int, seed: int):
-        """One take through the generator, written under ``media/<scene>/take-<n>``: (result, media)."""
+        """One take through the generator; its media go to the writer (``media/<scene>/take-<n>``): (result, job).
+
+        The scene in flight before this one is committed as soon as the generator returns: its media were written
+        while this take generated."""
         from .generators.base import GenerationRequest
         from . import media
 
@@ -767,13 +931,16 @@ class StoryEngine:
         crash_point("before_generate")
         request = GenerationRequest(prompt=work.prompt, conditions=work.plan.conditions, reference=work.reference,
                                     **{**spec.generation(), "seed": seed})
-        result = self.generator.generate(request)
-        take_dir = media.take_dir(self.dir, spec.id, take)
-        # samples=0: the observer samples the frames in memory and writes the ones memory points at
-        written = media.write_take(take_dir, result, fps=spec.fps, last_n=self.config.engine.extension_frames,
-                                   samples=0)
+        t = time.perf_counter()
+        try:
+            result = self.generator.generate(request)
+        finally:
+            work.timings["generate_s"] = work.timings.get("generate_s", 0.0) + time.perf_counter() - t
+            self._settle()
+        job = self.writer.submit(media.take_dir(self.dir, spec.id, take), result, fps=spec.fps,
+                                 last_n=self.config.engine.extension_frames)
         crash_point("after_generate")
-        return result, written
+        return result, job
 
     def _observe(self, work: SceneWork, take: int, seed: int, result, written, upstream=None) -> TakeOutcome:
         """Scores and the appearances to remember, from the take's frames (paths stored relative to the folder)."""
@@ -795,7 +962,8 @@ class StoryEngine:
                             request_key=self.takes.request_key(scene.spec, take, work.prompt, work.plan.records,
                                                                seed=seed, upstream=upstream))
         return TakeOutcome(record, SceneCommit(record, obs.appearances, work.plan.records),
-                           attempts=list(result.attempts))
+                           attempts=list(result.attempts), timings=dict(result.timings),
+                           peak_gib=result.peak_gib, settings=dict(result.settings))
 
     def _commit(self, work: SceneWork, outcomes: list[TakeOutcome], best: TakeOutcome) -> None:
         """Every take into the graph, the chosen one last (it continues the timeline; when the chosen take kept its

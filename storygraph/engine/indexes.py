@@ -53,6 +53,9 @@ class IndexKeeper:
         self._indexes: Optional[dict] = None
         self._unsaved = 0  # scenes indexed since the last save
 
+    def is_open(self) -> bool:
+        return self._indexes is not None
+
     def indexes(self) -> dict:
         """``{"clip": VectorIndex, "dino": VectorIndex}``, opened and reconciled with the graph on first use."""
         if self._indexes is None:

@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from ..faults import write_point
+from ..faults import crash_point, write_point
 from .arrays import to_uint8
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -208,6 +208,19 @@ def video_info(path: PathLike) -> dict:
     return info
 
 
+def planned_take(take_dir: PathLike, result, fps: Optional[float] = None) -> TakeMedia:
+    """The ``TakeMedia`` that :func:`write_take` will return for ``result``, before anything is written."""
+    d = Path(take_dir)
+    shape = np.shape(result.frames)
+    if len(shape) != 4 or shape[0] == 0:
+        raise ValueError(f"a take needs frames (F, H, W, 3), got {shape}")
+    fps = float(fps if fps is not None else (getattr(result, "settings", {}) or {}).get("fps", 24.0))
+    return TakeMedia(take_dir=d, video_path=d / VIDEO_NAME, last_frame_path=d / LAST_NAME,
+                     last_frames_dir=d / LAST_FRAMES_DIR, frames_dir=d / FRAMES_DIR, num_frames=int(shape[0]),
+                     fps=fps, width=int(shape[2]) // 2 * 2, height=int(shape[1]) // 2 * 2,
+                     has_audio=getattr(result, "audio", None) is not None)
+
+
 def write_take(take_dir: PathLike, result, fps: Optional[float] = None, last_n: int = 9, samples: int = 8) -> TakeMedia:
     """Write a generation result as a take: video.mp4 (+ audio), last.png, last_frames/, frames/.
 
@@ -224,6 +237,7 @@ def write_take(take_dir: PathLike, result, fps: Optional[float] = None, last_n: 
     video = write_video(d / VIDEO_NAME, frames, fps,
                         audio=None if audio is None else audio.samples,
                         sample_rate=None if audio is None else audio.sample_rate)
+    crash_point("during_media")
     last = save_image(d / LAST_NAME, frames[-1])
     last_dir = d / LAST_FRAMES_DIR
     _clear_pngs(last_dir)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -187,6 +188,7 @@ class ModelRegistry:
         self._generator = generator
         self._encoders = encoders
         self._observer = None
+        self.load_s: dict[str, float] = {}  # seconds each model took to load, by name
 
     @property
     def device(self) -> str:
@@ -201,14 +203,25 @@ class ModelRegistry:
             return str(self.story_dir / p)
         return str(p) if p.exists() else source
 
+    def _cap_memory(self) -> None:
+        """Apply ``memory_cap_gib`` before the first model reaches the GPU, so every allocation counts."""
+        if self.config.models.memory_cap_gib and self.device.startswith("cuda"):
+            from .generators.gpu_memory import set_memory_cap
+
+            set_memory_cap(self.device, self.config.models.memory_cap_gib)
+
     @property
     def encoders(self):
         if self._encoders is None:
             from .encoders import Encoders
 
             m = self.config.models
-            self._encoders = Encoders.from_pretrained(clip=self.resolve(m.clip), dino=self.resolve(m.dino),
-                                                      device=self.device)
+            self._cap_memory()
+            t = time.perf_counter()
+            self._encoders = Encoders.from_pretrained(
+                clip=self.resolve(m.clip), dino=self.resolve(m.dino), device=self.device,
+                compile=m.encoder_compile, cuda_graphs=m.encoder_cuda_graphs, fp8=m.encoder_fp8 or False)
+            self.load_s["encoders"] = time.perf_counter() - t
         return self._encoders
 
     @property
@@ -217,10 +230,13 @@ class ModelRegistry:
             from .generators.ltx2 import LTX2Generator
 
             m = self.config.models
+            self._cap_memory()
+            t = time.perf_counter()
             self._generator = LTX2Generator.from_pretrained(
                 self.resolve(m.ltx2), device=self.device, offload=m.offload or None, vae_tiling=m.vae_tiling,
                 upsampler=self.resolve(m.upsampler) or None, preset=m.preset, ic_lora=m.ic_lora or None,
-                base_dir=self.story_dir)
+                base_dir=self.story_dir, memory_cap_gib=m.memory_cap_gib, text_encoder=m.text_encoder)
+            self.load_s["generator"] = time.perf_counter() - t
         return self._generator
 
     @property

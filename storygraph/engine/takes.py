@@ -29,13 +29,17 @@ class TakeOutcome:
 
     ``recovered``: an earlier run made and committed this take (then stopped before finishing the scene, or it is
     the chosen take competing with new ones); it is never made again, only chosen (or not) now. Otherwise
-    ``commit`` holds what this run made, to be written. ``attempts``: the generator's out-of-memory retries.
+    ``commit`` holds what this run made, to be written. ``attempts``: the generator's out-of-memory retries, one
+    line each. ``timings``, ``peak_gib``, ``settings``: the generator's, for the scene's timing record.
     """
 
     take: TakeRecord
     commit: Optional[SceneCommit] = None
     recovered: bool = False
     attempts: list[str] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    peak_gib: Optional[float] = None
+    settings: dict = field(default_factory=dict)
 
     @classmethod
     def from_graph(cls, take: TakeRecord) -> "TakeOutcome":

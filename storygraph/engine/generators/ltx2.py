@@ -24,9 +24,15 @@ What a call does:
   them for 3 steps on the distilled stage-2 schedule at the requested size; memory is released
   between stages;
 * bf16 on CUDA (float32 on the CPU); model or sequential CPU offload and VAE tiling are options;
-* a CUDA out-of-memory error is retried: first with VAE tiling, then model offload, then sequential
-  offload, then at a lower size (0.75x per side, then fewer frames). Each retry is a line in
-  ``GenerationResult.attempts``; the scene is only given up (``GenerationFailed``) when every step ran out;
+* on CUDA the parts are placed to fit the card or ``memory_cap_gib`` (see :mod:`.gpu_memory`): everything
+  resident, or the Gemma text encoder streamed from pinned CPU memory (it need not sit on the GPU while the
+  transformer denoises), or the transformer streamed too;
+* a CUDA out-of-memory error is retried: first with VAE tiling, then the text encoder streamed, then the
+  transformer streamed (with ``offload`` set: model offload, then sequential offload), then at a lower size
+  (0.75x per side, then fewer frames). Each retry is a line in ``GenerationResult.attempts``; the scene is only
+  given up (``GenerationFailed``) when every step ran out;
+* prompt encodings are cached by prompt (:class:`~.gpu_memory.PromptCache`): a retry or another take of the
+  same prompt skips the text encoder;
 * VAE-encoded condition and memory latents are cached by the content of their own frames and the size they
   are encoded at, so a retry, another take, or a memory reused by a later scene skips the VAE encoder (at
   real size on an H100 encoding 9 condition frames is under 1 % of a scene, see ``bench/generate.py``; the
@@ -68,6 +74,7 @@ class _Clock:
         self.current = "setup"
         self.failed_in: Optional[str] = None
         self.cache_hits = 0
+        self.prompt_cached = False
 
     def now(self) -> float:
         if self.cuda:
@@ -99,17 +106,23 @@ class LTX2Generator:
                  on_step: Optional[Callable[[int], None]] = None,
                  prompt_encoder: Optional[Callable] = None, max_sequence_length: Optional[int] = None,
                  max_downsizes: int = 3, source: str = "", checkpoint: Optional[Checkpoint] = None,
-                 ic_lora: Optional[Union[str, os.PathLike]] = None):
+                 ic_lora: Optional[Union[str, os.PathLike]] = None, memory_cap_gib: float = 0.0,
+                 text_encoder: str = "auto", prompt_cache_size: int = 2):
         """``pipe``: a loaded LTX-2 pipeline (any of diffusers' LTX-2 pipeline classes; its components are shared,
         not copied). ``preset``: ``distilled``, ``full``, ``auto`` (the checkpoint's own variant) or a
         :class:`Preset`. ``checkpoint``: what the model is (read from ``pipe``'s configs when not given).
-        ``ic_lora``: an IC-LoRA ``.safetensors`` file for requests with a reference (loaded on first use)."""
+        ``ic_lora``: an IC-LoRA ``.safetensors`` file for requests with a reference (loaded on first use).
+        ``memory_cap_gib``: the GPU memory the generator may use (0: the card); ``text_encoder``: where the text
+        encoder waits between prompts (``auto``, ``gpu``, ``stream``; see :mod:`.gpu_memory`)."""
         import torch
 
+        from .gpu_memory import TEXT_ENCODER_MODES, PromptCache, set_memory_cap
         from .ltx2_memory import LTX2MemoryPipeline
 
         if offload not in OFFLOAD_MODES:
             raise ValueError(f"offload must be one of {OFFLOAD_MODES}, got {offload!r}")
+        if text_encoder not in TEXT_ENCODER_MODES:
+            raise ValueError(f"text_encoder must be one of {TEXT_ENCODER_MODES}, got {text_encoder!r}")
         self.pipe = LTX2MemoryPipeline.sharing(pipe)
         self.checkpoint = checkpoint or detect_pipe(self.pipe)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -139,6 +152,10 @@ class LTX2Generator:
         self._lora_loaded = False
         self.reference_downscale_factor = 1
         self._downsizes = 0
+        self.text_encoder_mode = text_encoder
+        self.placement = None  # a gpu_memory.Placement on CUDA without offload: where the large parts live
+        self.cap_bytes = set_memory_cap(self.device, memory_cap_gib) if self.cuda else None
+        self.prompt_cache = PromptCache(prompt_cache_size)
         self._base_scheduler = self.pipe.scheduler
         self.pipe.set_progress_bar_config(disable=True)
         self._place()
@@ -197,17 +214,50 @@ class LTX2Generator:
     # placement and memory
 
     def _place(self) -> None:
-        for pipe in (self.pipe, self._ic_pipe):
-            if pipe is None:
-                continue
-            if self.offload == "model":
-                pipe.enable_model_cpu_offload(device=self.device)
-            elif self.offload == "sequential":
-                pipe.enable_sequential_cpu_offload(device=self.device)
-            else:
-                pipe.to(self.device)
+        if self.cuda and self.offload is None:
+            self._place_by_budget(self.placement)  # the IC-LoRA pipeline shares these modules
+        else:
+            for pipe in (self.pipe, self._ic_pipe):
+                if pipe is None:
+                    continue
+                if self.offload == "model":
+                    pipe.enable_model_cpu_offload(device=self.device)
+                elif self.offload == "sequential":
+                    pipe.enable_sequential_cpu_offload(device=self.device)
+                else:
+                    pipe.to(self.device)
         if self.upsampler is not None:
             self.upsampler.to("cpu" if self.offload else self.device)
+
+    def _modules(self) -> dict:
+        import torch
+
+        return {k: m for k, m in self.pipe.components.items() if isinstance(m, torch.nn.Module)}
+
+    def _place_by_budget(self, placement=None) -> None:
+        """Put each part where ``placement`` says (default: the first placement that fits the budget, with room
+        for a scene of the default size): streamed parts first, so a part leaving the GPU frees it."""
+        from ...domain import GenerationDefaults
+        from .gpu_memory import activation_reserve, memory_budget, module_bytes, plan_placement, stream_module
+
+        modules = self._modules()
+        if placement is None:
+            sizes = {k: module_bytes(m) for k, m in modules.items()}
+            on_device = sum(sizes[k] for k, m in modules.items()
+                            if next(m.parameters(), None) is not None and next(m.parameters()).device.type == "cuda")
+            d = GenerationDefaults()
+            placement = plan_placement(sizes, memory_budget(self.device, self.cap_bytes) + on_device,
+                                       activation_reserve(d.width, d.height, d.frames), self.text_encoder_mode)
+        streamed = {"text_encoder": placement.text_encoder == "stream",
+                    "transformer": placement.transformer == "stream"}
+        for name, m in modules.items():
+            if streamed.get(name):
+                stream_module(m, self.device)
+        self.release()
+        for name, m in modules.items():
+            if not streamed.get(name):
+                m.to(self.device)
+        self.placement = placement
 
     def release(self) -> None:
         """Give cached allocator blocks back between stages and after a failure (CUDA only)."""
@@ -223,6 +273,7 @@ class LTX2Generator:
         self._ic_pipe = None
         self.upsampler = None
         self._latent_cache.clear()
+        self.prompt_cache.clear()
         self.release()
 
     # ------------------------------------------------------------------------------------------------
@@ -274,6 +325,20 @@ class LTX2Generator:
 
     def _fallback(self, req: GenerationRequest):
         """The next change after an out-of-memory error, applied: ``(description, request)`` or None."""
+        if self.placement is not None:
+            from .gpu_memory import next_rung
+
+            step = next_rung(self.placement, self.vae_tiling)
+            if step is not None:
+                what, placement, tiling = step
+                if tiling and not self.vae_tiling:
+                    self.vae_tiling = True
+                    self.pipe.vae.enable_tiling()
+                if placement != self.placement:
+                    self.prompt_cache.clear()
+                    self._place_by_budget(placement)
+                return what, req
+            return self._downsize(req)
         if not self.vae_tiling:
             self.vae_tiling = True
             self.pipe.vae.enable_tiling()
@@ -286,6 +351,9 @@ class LTX2Generator:
             self.offload = "sequential"
             self._place()
             return "sequential CPU offload", req
+        return self._downsize(req)
+
+    def _downsize(self, req: GenerationRequest):
         if self._downsizes >= self.max_downsizes:
             return None
         m, s = self.size_multiple, self.temporal_stride
@@ -397,7 +465,9 @@ class LTX2Generator:
             settings={"preset": self.preset.name, "steps": req.steps, "guidance": req.guidance, "fps": req.fps,
                       "stages": 2 if two_stage else 1, "offload": self.offload, "vae_tiling": self.vae_tiling,
                       "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
-                      "condition_cache_hits": clock.cache_hits, "ltx_version": self.checkpoint.version,
+                      "condition_cache_hits": clock.cache_hits, "prompt_cached": clock.prompt_cached,
+                      "placement": self.placement.describe() if self.placement is not None else None,
+                      "ltx_version": self.checkpoint.version,
                       "memories": sum(isinstance(c, MemoryInput) for c in req.conditions),
                       "reference": None if reference is None else
                       {"ic_lora": str(self.ic_lora), "downscale_factor": self.reference_downscale_factor,
@@ -476,16 +546,25 @@ class LTX2Generator:
         return LTX2ReferenceCondition(frames=frames, strength=float(reference.strength))
 
     def _encode_prompt(self, req: GenerationRequest, cfg: bool) -> dict:
-        if self.prompt_encoder is not None:
+        from .gpu_memory import PromptCache
+
+        tok = self.pipe.tokenizer
+        limit = (getattr(tok, "model_max_length", 1024) or 1024) if tok is not None else 1024
+        msl = self.max_sequence_length or int(min(1024, limit))
+        key = PromptCache.key(req.prompt, req.negative_prompt or "", cfg, msl)
+        cached = self.prompt_cache.get(key)
+        if cached is not None:
+            pe, pm, npe, npm = cached
+            self._clock.prompt_cached = True
+        elif self.prompt_encoder is not None:
             pe, pm, npe, npm = self.prompt_encoder(req, cfg, self.pipe._execution_device)
         else:
-            tok = self.pipe.tokenizer
-            limit = getattr(tok, "model_max_length", 1024) or 1024
-            msl = self.max_sequence_length or int(min(1024, limit))
             pe, pm, npe, npm = self.pipe.encode_prompt(
                 prompt=req.prompt, negative_prompt=req.negative_prompt or "", do_classifier_free_guidance=cfg,
                 max_sequence_length=msl, device=self.pipe._execution_device,
             )
+        if cached is None:
+            self.prompt_cache.put(key, (pe, pm, npe, npm))
         out = {"prompt_embeds": pe, "prompt_attention_mask": pm}
         if cfg:
             out.update(negative_prompt_embeds=npe, negative_prompt_attention_mask=npm)
