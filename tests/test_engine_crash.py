@@ -179,7 +179,8 @@ def assert_committed_takes_have_files(d, expect: int = 0) -> None:
         store.close()
     assert len(takes) >= expect
     for t in takes:
-        video, last = Path(t.video_path), Path(t.last_frame_path)
+        assert not Path(t.video_path).is_absolute(), t.video_path  # stored relative to the story folder
+        video, last = d / t.video_path, d / t.last_frame_path
         assert video.is_file() and last.is_file(), (t.scene_id, t.take, t.video_path)
         assert video_info(video)["frames"] == 9, (t.scene_id, t.take)
         assert len(list((last.parent / "last_frames").glob("*.png"))) == 9, (t.scene_id, t.take)
