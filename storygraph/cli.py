@@ -630,7 +630,7 @@ def cut(out, directory, graph, story_id, branch):
 
     _existing(directory, graph)
     with _reading_store(graph or str(directory), story_id, None) as store:
-        result = write_cut(store, out, branch)
+        result = write_cut(store, out, branch, story_dir=None if graph else directory)
     stopped = f"; stops before {result.stopped_at} (not generated)" if result.stopped_at else ""
     _console().print(f"wrote {out}: timeline {result.branch}, {len(result.scenes)} scene(s), "
                      f"{result.duration_s:.2f} s{stopped}")

@@ -85,9 +85,9 @@ def _check_whole(d: Path, store) -> None:
     for mp4 in (d / "media").rglob("*.mp4"):
         assert len(read_video(mp4)) > 0
     for s in store.scenes():
-        assert s.status in ("planned", "generating", "failed", "done"), s.status
+        assert s.status in ("planned", "generating", "failed", "interrupted", "done"), s.status
         if s.status == "done":
-            assert Path(s.video_path).is_file() and Path(s.last_frame_path).is_file()
+            assert (d / s.video_path).is_file() and (d / s.last_frame_path).is_file()  # relative to the folder
 
 
 def _index_on_disk(d: Path) -> dict:

@@ -45,7 +45,7 @@ def test_with_an_ic_lora_cuts_go_in_as_one_reference_sheet(tmp_path, tiny_config
     from storygraph.engine.demo import STAND_INS, draw_stand_in
 
     story = harbor_story(*SHORT)
-    mara = draw_stand_in(tmp_path / "refs" / "mara.png", STAND_INS["mara"])
+    mara = draw_stand_in(tmp_path / "story" / "refs" / "mara.png", STAND_INS["mara"])
     story = replace(story, characters=tuple(replace(c, reference_path=str(mara)) if c.id == "mara" else c
                                             for c in story.characters))
     rec = ic_lora_runtime["generator"]

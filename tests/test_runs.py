@@ -256,7 +256,8 @@ def test_an_uploaded_reference_is_kept_as_png_and_conditions_the_scene(make_engi
     other = e.add_reference_image(_png_bytes((200, 0, 0)))
     e.set_scene_reference("s01-arrival", "costume", other, character="mara")
     assert [r.path for r in e.store.scene("s01-arrival").spec.references] == [other]
-    assert e.store.scene("s01-arrival").status == "planned"
+    s01 = e.store.scene("s01-arrival")
+    assert s01.status == "stale" and "references" in s01.stale_reason  # made from the old image: kept until remade
     e.set_scene_reference("s01-arrival", "costume", None, character="mara")
     assert e.store.scene("s01-arrival").spec.references == ()
     e.set_character_reference("mara", other)
@@ -285,10 +286,14 @@ def test_a_cut_holds_every_chosen_take_in_story_order_with_sound(make_engine, tm
     assert info["audio"]["samples"] / info["audio"]["sample_rate"] == pytest.approx(total, abs=0.05)
     start = 0
     for sid, spec in zip(ids, specs):
-        own, _ = read_video(e.store.scene(sid).video_path)
+        own, _ = read_video(e.dir / e.store.scene(sid).video_path)
         assert np.mean((frames[start].astype(float) - own[0].astype(float)) ** 2) < 200, sid
         start += spec.frames
-    # the main timeline stops where a scene is not made yet
+    # a stale scene plays its take until it is made again; the main timeline stops where a scene is not made
     e.update_scene("s02-package", lighting="another light")
+    assert e.store.scene("s02-package").status == "stale"
+    main = write_cut(e.store, tmp_path / "main.mp4")
+    assert [s.scene_id for s in main.scenes][:2] == ["s01-arrival", "s02-package"]
+    e.store.set_scene_status("s02-package", "planned")
     main = write_cut(e.store, tmp_path / "main.mp4")
     assert [s.scene_id for s in main.scenes] == ["s01-arrival"] and main.stopped_at == "s02-package"

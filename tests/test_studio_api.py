@@ -222,13 +222,18 @@ def test_a_story_file_reference_is_shown_only_as_an_image(tmp_path):
 
 
 def test_deleting_refuses_to_orphan_generated_scenes(studio):
+    """A scene with a generated scene after it is not deleted (409 naming it); cutting the transition into a generated
+    scene leaves it whole, on a timeline of its own, stale (it was made as what followed)."""
     eng, app = studio
     commit_take(eng.store, "s01-arrival")
     commit_take(eng.store, "s02-package")
     r = call(app, "DELETE", "/api/scenes/s01-arrival")
     assert r.status_code == 409 and "s02-package" in r.get_json()["error"]
+    assert eng.store.scene("s01-arrival") is not None
     r = call(app, "DELETE", "/api/transitions/s01-arrival/s02-package")
-    assert r.status_code == 409
+    assert r.status_code == 200 and "s02-package" in r.get_json()["stale"]
+    s02 = eng.store.scene("s02-package")
+    assert s02.placement.parent_id is None and s02.status == "stale" and s02.chosen_take == 0
     assert call(app, "DELETE", "/api/scenes/nope").status_code == 404
     assert call(app, "DELETE", "/api/transitions/s01-arrival/s03-keeper").status_code == 404
     r = call(app, "DELETE", "/api/transitions/s02-package/s03-keeper")

@@ -77,17 +77,20 @@ def branches(scenes: Sequence) -> list[dict]:
     out: dict = {}
     for s in scenes:
         b = out.setdefault(s.placement.branch, {"branch": s.placement.branch, "first": s.id, "scenes": 0, "done": 0,
-                                                "parent_branch": s.placement.lineage[-1][0] if s.placement.lineage
+                                                "parent_branch": s.placement.lineage.branch if s.placement.lineage
                                                 else None})
         b["scenes"] += 1
         b["done"] += s.status == "done"
     return list(out.values())
 
 
-def plan_cut(store, branch: Optional[str] = None) -> Cut:
-    """Which takes a cut of ``branch`` holds (nothing is read but the graph and the files' headers)."""
+def plan_cut(store, branch: Optional[str] = None, story_dir=None) -> Cut:
+    """Which takes a cut of ``branch`` holds (nothing is read but the graph and the files' headers). ``story_dir``:
+    the folder the graph's media paths are relative to (default: the embedded store's)."""
+    from ..mediapaths import resolve
     from .media import video_info
 
+    story_dir = story_dir if story_dir is not None else getattr(store, "path", None)
     scenes = store.scenes()
     branch = branch or main_branch(scenes)
     if branch is None:
@@ -95,13 +98,14 @@ def plan_cut(store, branch: Optional[str] = None) -> Cut:
     cut = Cut(branch)
     t = 0.0
     for s in timeline_of(scenes, branch):
-        if s.status != "done" or not s.video_path or not os.path.isfile(s.video_path):
+        video = resolve(story_dir, s.video_path)
+        if s.status not in ("done", "stale") or video is None or not video.is_file():
             cut.stopped_at = s.id
             break
-        info = video_info(s.video_path)
+        info = video_info(video)
         fps = float(info["fps"] or s.spec.fps or 24.0)
         duration = info["frames"] / fps
-        cut.scenes.append(CutScene(s.id, s.chosen_take, s.video_path, round(t, 6), duration, info["frames"], fps))
+        cut.scenes.append(CutScene(s.id, s.chosen_take, str(video), round(t, 6), duration, info["frames"], fps))
         t += duration
     if not cut.scenes:
         raise NothingToCut(f"timeline {branch} has no generated scene yet"
@@ -109,11 +113,11 @@ def plan_cut(store, branch: Optional[str] = None) -> Cut:
     return cut
 
 
-def write_cut(store, out_path, branch: Optional[str] = None, crf: int = 20) -> Cut:
+def write_cut(store, out_path, branch: Optional[str] = None, crf: int = 20, story_dir=None) -> Cut:
     """Stitch the timeline ``branch`` into ``out_path`` (see the module docstring); returns what it holds."""
     import av
 
-    cut = plan_cut(store, branch)
+    cut = plan_cut(store, branch, story_dir)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part.mp4")

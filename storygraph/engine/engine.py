@@ -276,10 +276,7 @@ class StoryEngine:
         """Join two scenes. A scene has one incoming transition: one from another parent replaces it in the same
         transaction, placements (clock, branch) are recomputed from the whole story, and the moved subtree is
         stale. Returns ``{scene id: reason}`` of the scenes marked stale."""
-        for sid in (transition.from_id, transition.to_id):
-            if self.store.scene(sid) is None:
-                raise SceneNotFound(f"no scene {sid!r}")
-        self.checks.transition(transition)
+        self.checks.transition(transition)  # unknown scenes, loops, a second parent: refused by field
         old = {t.to_id: t for t in self.store.transitions()}
         before = old.get(transition.to_id)
         transitions = [Transition(t.from_id, t.to_id, t.kind, t.gap) for t in old.values()
@@ -518,7 +515,8 @@ class StoryEngine:
         outcome = RunOutcome(selection)
         with self.lock.held():
             self.indexes()  # reconciled with the graph (and saved on close) even when nothing is left to make
-            self.mark_missing_media()
+            if selection.kind != "scene":  # one scene is made as asked, like generate()
+                self.mark_missing_media()
             plan = self.run_plan(selection)
             per_scene = (lambda s: takes or (self.config.engine.takes if selection.kind != "scene" else 1))
             tracker = Progress(plan, per_scene, on_progress)
@@ -624,8 +622,8 @@ class StoryEngine:
             self._settle()  # the same scene again: its takes so far are committed first
         ctx = self.store.scene_context(scene_id)
         if ctx.parent is not None and not self._usable_parent(ctx.parent, keep_stale):
-            why = "its media is missing" if ctx.parent.status in ("done", "stale") else "not generated yet"
-            raise NotReady(f"scene {scene_id!r} follows {ctx.parent.id!r}, which is {why}")
+            why = "whose media is missing" if ctx.parent.status in ("done", "stale") else "which is not generated yet"
+            raise NotReady(f"scene {scene_id!r} follows {ctx.parent.id!r}, {why}")
         self._start_slot(scene_id)
         self.indexes()  # reconcile before reading memory
         before = ctx.scene.status

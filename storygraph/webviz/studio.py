@@ -109,14 +109,15 @@ def cut():
     branch = None if branch in (None, "") else _id(branch, "branch")
     if branch is not None and not any(s.placement.branch == branch for s in v.store.scenes()):
         raise NotFound(f"no timeline {branch!r}")
-    planned = plan_cut(v.store, branch)
+    story_dir = Path(v.media.root).parent
+    planned = plan_cut(v.store, branch, story_dir)
     folder = Path(v.media.root) / "cuts"
     path = folder / f"{_safe_name(planned.branch)}-{planned.fingerprint()}.mp4"
     if path.is_file():
         planned.path = str(path)
         made = planned
     else:
-        made = write_cut(v.store, path, planned.branch)
+        made = write_cut(v.store, path, planned.branch, story_dir=story_dir)
         for old in folder.glob(f"{_safe_name(planned.branch)}-*.mp4"):
             if old != path:
                 old.unlink(missing_ok=True)
