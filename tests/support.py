@@ -99,7 +99,7 @@ def storygraph_cli(*args, env_extra: dict | None = None, timeout: float = 300, c
     """Run ``storygraph ARGS`` in a fresh interpreter; returns the CompletedProcess (text output)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
     for k in ("STORYGRAPH_CRASH_AT", "STORYGRAPH_CRASH_SKIP", "STORYGRAPH_FULL_AFTER", "STORYGRAPH_FULL_AT",
-              "STORYGRAPH_FULL_ERRNO", "STORYGRAPH_WRITES_LOG"):
+              "STORYGRAPH_FULL_FROM", "STORYGRAPH_FULL_ERRNO", "STORYGRAPH_WRITES_LOG"):
         env.pop(k, None)
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "storygraph.cli", *map(str, args)], env=env, cwd=cwd,

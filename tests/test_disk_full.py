@@ -4,9 +4,10 @@ index the graph lacks, every scene the graph calls done whole on disk), and ``st
 once the disk can be written again, making no take twice.
 
 The disk is filled through the write points of ``storygraph/faults.py``: every file write storygraph makes (media,
-vector index, graph commit) passes one, and ``STORYGRAPH_FULL_AFTER=n`` fails every write after the n-th with the
-``OSError`` a full file system raises. Where to fail is read off a clean run's log of its writes, so the cases
-stay where they mean to be when the engine's writes change.
+vector index, graph commit) passes one, and ``STORYGRAPH_FULL_FROM=<path>`` (or ``STORYGRAPH_FULL_AFTER=n``,
+counting the writes of one kind) fails every write from there on with the ``OSError`` a full file system raises.
+Where to fail is read off a clean run's log of its writes, so the cases stay where they mean to be when the
+engine's writes change.
 """
 
 from __future__ import annotations
@@ -55,17 +56,23 @@ def _after(writes, point: str, path_part: str) -> int:
     return next(i for i, (p, path) in enumerate(writes) if p == point and path_part in path)
 
 
-def _mid_take(writes) -> int:  # the last scene's video and first frames are written, the fourth frame is not
-    return _after(writes, "media", f"{LAST}/take-0/last_frames/0003.png")
+def _mid_take(writes) -> dict:
+    """The last scene's video and first frames are written, the fourth frame is not. Media are written on a
+    background thread beside the observer's frames, so the write is named by its path, not counted."""
+    return {"STORYGRAPH_FULL_FROM": f"{LAST}/take-0/last_frames/0003.png"}
 
 
-def _at_commit(writes) -> int:  # the last scene's take is written whole and observed; its commit fails
+def _at_commit(writes) -> dict:
+    """The last scene's take is written whole and observed; its commit fails. Graph writes all come from the
+    engine's own thread, in the same order as the observer's: counted among graph writes alone."""
     observed = _after(writes, "media", f"{LAST}/take-0/frame_")
-    return observed + 1 + next(i for i, (p, _) in enumerate(writes[observed + 1:]) if p == "graph")
+    before = sum(p == "graph" for p, _ in writes[:observed])
+    return {"STORYGRAPH_FULL_AT": "graph", "STORYGRAPH_FULL_AFTER": str(before)}
 
 
 CASES = {
-    "mid-take": (_mid_take, {}, "no space left on the device writing", f"{LAST}/take-0/last_frames/0003.png"),
+    # the write refused first is in the last scene's take: its files (the writer's) or the observer's beside them
+    "mid-take": (_mid_take, {}, "no space left on the device writing", f"{LAST}/take-0/"),
     "at-commit": (_at_commit, {}, "no space left on the device writing", "graph"),
     "unwritable": (_mid_take, {"STORYGRAPH_FULL_ERRNO": "EACCES"}, "cannot write", "Permission denied"),
 }
@@ -127,8 +134,7 @@ def test_a_full_disk_mid_run_says_one_line_keeps_the_story_whole_and_resume_comp
     from storygraph.graphdb import open_store
 
     d = _folder(tmp_path, tiny_config)
-    n = where(writes)
-    r = storygraph_cli("run", story_file, "--dir", d, env_extra={"STORYGRAPH_FULL_AFTER": str(n), **env})
+    r = storygraph_cli("run", story_file, "--dir", d, env_extra={**where(writes), **env})
     assert r.returncode == 1, (r.returncode, r.stderr[-3000:])
     line = _one_error_line(r.stderr)
     assert words in line and names in line and "storygraph resume" in line, line
