@@ -279,10 +279,10 @@ def story_dir(work: Path, models: dict, cap: float, device: str) -> Path:
     if d.exists():
         shutil.rmtree(d)
     d.mkdir(parents=True)
-    cuda = device.startswith("cuda")
+    # the observer's towers run eagerly: CUDA-graph pools would hold GPU memory the cap leaves to LTX-2
     Config().with_overrides(models={"ltx2": models["ltx2"], "clip": models["clip"], "dino": models["dino"],
                                     "device": device, "memory_cap_gib": float(cap),
-                                    "encoder_cuda_graphs": cuda}).save(d)
+                                    "encoder_cuda_graphs": False}).save(d)
     return d
 
 

@@ -4,10 +4,12 @@
 
 Random bf16 weights at the published size, built on the GPU; a 1024-token left-padded prompt with
 ``output_hidden_states=True``, as ``LTX2ConditionPipeline`` encodes. Measures the forward's peak allocated memory
-beyond the weights (default call, ``use_cache=False``, ``logits_to_keep=1``), then streams the model with
-``storygraph.engine.generators.gpu_memory.stream_module`` (diffusers' block-level group offloading) and measures two
-streamed forwards: how much of the model is on the GPU at the peak and how long a prompt takes. Prints one JSON
-object.
+beyond the weights: the pipeline's own call (``encode_prompt`` runs with autograd on), then without autograd by
+default, with ``use_cache=False``, with ``logits_to_keep=1``, and the decoder alone with ``use_cache=False`` (what
+``LTX2Generator`` runs: ``storygraph.engine.generators.gpu_memory.text_decoder``). Then it streams the model with
+``stream_module`` (diffusers' block-level group offloading on the decoder, the module that owns the layers) and
+measures two streamed forwards: how much of the model is on the GPU at the peak and how long a prompt takes.
+Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def main() -> int:
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
     from e2e import GEMMA3_12B
-    from storygraph.engine.generators.gpu_memory import stream_module
+    from storygraph.engine.generators.gpu_memory import stream_module, text_decoder
 
     def snap(t0):
         torch.cuda.synchronize()
@@ -47,13 +49,18 @@ def main() -> int:
     mask = torch.ones(1, 1024, dtype=torch.long, device="cuda")
     mask[:, :900] = 0
     out["resident"] = {}
-    for name, kw in (("default", {}), ("use_cache=False", {"use_cache": False}),
-                     ("use_cache=False, logits_to_keep=1", {"use_cache": False, "logits_to_keep": 1})):
+    decoder = text_decoder(model)
+    for name, module, grad, kw in (
+            ("pipeline's call (autograd on)", model, True, {}), ("default", model, False, {}),
+            ("use_cache=False", model, False, {"use_cache": False}),
+            ("use_cache=False, logits_to_keep=1", model, False, {"use_cache": False, "logits_to_keep": 1}),
+            ("decoder alone, use_cache=False (LTX2Generator)", decoder, False, {"use_cache": False})):
         torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
-        with torch.no_grad():
-            model(input_ids=ids, attention_mask=mask, output_hidden_states=True, **kw)
+        with torch.set_grad_enabled(grad):
+            res = module(input_ids=ids, attention_mask=mask, output_hidden_states=True, **kw)
         out["resident"][name] = snap(t)
+        del res
         torch.cuda.empty_cache()
     t = time.perf_counter()
     stream_module(model, "cuda")
@@ -64,7 +71,7 @@ def main() -> int:
         torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
         with torch.no_grad():
-            model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+            decoder(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
         out["streamed"].append(snap(t))
     print(json.dumps(out))
     return 0

@@ -91,27 +91,111 @@ def test_prompt_cache_keys_and_evicts():
 def test_generator_reuses_a_prompt_encoding(tiny_runtime):
     """A second take of the same prompt skips the text encoder: the cached hidden states go to the pipeline."""
     from storygraph.engine.generators import GenerationRequest
+    from storygraph.engine.generators.gpu_memory import text_decoder
 
     gen = tiny_runtime["generator"]
     calls = []
-    encode = gen.pipe.encode_prompt
-
-    def counting(*a, **kw):
-        if kw.get("prompt") is not None:  # the pipeline's own call passes the embeddings it was given
-            calls.append(kw["prompt"])
-        return encode(*a, **kw)
-
-    gen.pipe.encode_prompt = counting
+    handle = text_decoder(gen.pipe.text_encoder).register_forward_hook(lambda m, a, out: calls.append(1))
     try:
         req = dict(prompt="a woman in a red coat walks by the harbor", width=32, height=32, frames=9, steps=2)
         first = gen.generate(GenerationRequest(seed=1, **req))
         second = gen.generate(GenerationRequest(seed=2, **req))
         other = gen.generate(GenerationRequest(seed=1, **{**req, "prompt": "an old man opens a door"}))
     finally:
-        del gen.pipe.encode_prompt
-    assert calls == [req["prompt"], "an old man opens a door"]
+        handle.remove()
+    assert len(calls) == 2  # guidance 1: one pass per new prompt, none for the repeated one
     assert (first.settings["prompt_cached"], second.settings["prompt_cached"], other.settings["prompt_cached"]) == (
         False, True, False)
+
+
+def test_prompt_encoding_is_the_pipelines_without_autograd(tiny_runtime):
+    """The generator's prompt encoding equals ``encode_prompt``'s, holds no autograd graph (the pipeline's own
+    call keeps every Gemma layer's activations alive with the cached encoding) and runs only the decoder: no
+    KV cache, no LM head."""
+    import torch
+
+    from storygraph.engine.generators.gpu_memory import text_decoder
+
+    gen = tiny_runtime["generator"]
+    te = gen.pipe.text_encoder
+    decoder = text_decoder(te)
+    assert decoder is te.model.language_model  # Gemma3ForConditionalGeneration: the layers' owner
+    seen = []
+
+    def spy(module, args, kwargs):
+        seen.append({"use_cache": kwargs.get("use_cache"), "hidden": kwargs.get("output_hidden_states")})
+
+    lm_head_calls = []
+    h1 = decoder.register_forward_pre_hook(spy, with_kwargs=True)
+    h2 = te.lm_head.register_forward_hook(lambda m, a, out: lm_head_calls.append(1))
+    try:
+        for text in ("a woman walks along the harbor at night", ""):
+            mine, mask = gen._encode_text(text, 64)
+            with torch.no_grad():
+                ref, ref_mask, _, _ = gen.pipe.encode_prompt(prompt=text, do_classifier_free_guidance=False,
+                                                             max_sequence_length=64, device=gen.device)
+            assert not mine.requires_grad and mine.grad_fn is None
+            assert mine.shape == ref.shape and mine.dtype == ref.dtype
+            torch.testing.assert_close(mine, ref, rtol=0, atol=0)
+            assert torch.equal(mask, ref_mask)
+    finally:
+        h1.remove()
+        h2.remove()
+    assert seen[0::2] == [{"use_cache": False, "hidden": True}] * 2  # the generator's calls (then the pipeline's)
+    assert lm_head_calls == [1, 1]  # the two reference calls above, none from the generator
+
+
+def test_a_gemma_4_encoder_runs_whole_and_encodes_as_the_pipeline(tmp_path):
+    """LTX-2.5's Gemma 4 computes inputs for its layers outside them, so its decoder alone gives other hidden
+    states: the generator runs the whole encoder (without autograd) and gets the pipeline's encoding exactly."""
+    import torch
+
+    from storygraph.engine.generators import LTX2Generator
+    from storygraph.engine.generators.gpu_memory import text_decoder
+    from storygraph.engine.tiny.ltx2 import make_ltx2
+
+    gen = LTX2Generator.from_pretrained(make_ltx2(tmp_path / "ltx-2.5", with_upsampler=False, version="2.5"),
+                                        device="cpu")
+    te = gen.pipe.text_encoder
+    assert te.config.model_type == "gemma4_unified" and text_decoder(te) is None
+    layers = next(m for m in te.modules() if isinstance(getattr(m, "layers", None), torch.nn.ModuleList))
+    with torch.no_grad():  # what the decoder alone would give: not the encoding (why it is not used)
+        ids = gen.pipe.tokenizer(["a pier at night"], padding="max_length", max_length=32, return_tensors="pt")
+        alone = layers(input_ids=ids.input_ids, attention_mask=ids.attention_mask, use_cache=False,
+                       output_hidden_states=True).hidden_states
+        ref, ref_mask, _, _ = gen.pipe.encode_prompt(prompt="a pier at night", do_classifier_free_guidance=False,
+                                                     max_sequence_length=32, device=gen.device)
+    assert not torch.equal(torch.stack(alone, dim=-1).flatten(2, 3).to(ref.dtype), ref)
+    mine, mask = gen._encode_text("a pier at night", 32)
+    assert mine.grad_fn is None
+    torch.testing.assert_close(mine, ref, rtol=0, atol=0)
+    assert torch.equal(mask, ref_mask)
+
+
+def test_streaming_the_text_encoder_groups_its_decoder_layers(tiny_runtime, monkeypatch):
+    """Block-level group offloading of Gemma 3 goes on the module that owns the layers
+    (``model.language_model``): on the top model the layers are not its children, and its one group would be
+    the whole model. The diffusers transformer uses its own ``enable_group_offload``."""
+    import diffusers.hooks
+
+    from storygraph.engine.generators.gpu_memory import stream_module
+
+    gen = tiny_runtime["generator"]
+    te, tr = gen.pipe.text_encoder, gen.pipe.transformer
+    applied, enabled = [], []
+    monkeypatch.setattr(diffusers.hooks, "apply_group_offloading", lambda module, **kw: applied.append((module, kw)))
+    monkeypatch.setattr(type(tr), "enable_group_offload", lambda self, **kw: enabled.append((self, kw)),
+                        raising=False)
+    try:
+        stream_module(te, "cpu")
+        stream_module(te, "cpu")  # once only
+        stream_module(tr, "cpu")
+    finally:
+        for m in (te, tr):
+            m.__dict__.pop("_storygraph_streamed", None)
+    assert [m for m, _ in applied] == [te.model.language_model]
+    assert applied[0][1]["offload_type"] == "block_level" and applied[0][1]["num_blocks_per_group"] == 1
+    assert [m for m, _ in enabled] == [tr]
 
 
 def test_encoder_speed_settings_reach_the_engine(tiny_config, tmp_path):

@@ -127,21 +127,61 @@ def memory_budget(device, cap_bytes: Optional[int]) -> int:
     return max(0, min(limit - allocated, free + reserved - allocated))
 
 
+#: Text encoders whose decoder alone gives the hidden states the whole model does (Gemma 3: LTX-2.0 and 2.3).
+#: LTX-2.5's Gemma 4 computes inputs for its layers outside them: its decoder alone gives other hidden states.
+DECODER_ONLY_TYPES = ("gemma3", "gemma3_text")
+
+
+def text_decoder(text_encoder):
+    """The module of a text encoder that owns its decoder layers, or None: Gemma 3's
+    ``model.language_model`` (``Gemma3ForConditionalGeneration``), ``model`` (``Gemma3ForCausalLM``), or the
+    encoder itself when the layers are its own. Prompt encoding runs this module alone: it needs the hidden
+    states, not the LM head's logits, the vision tower or a KV cache. None for an encoder not in
+    :data:`DECODER_ONLY_TYPES` (it runs whole)."""
+    import torch
+
+    if text_encoder is None:
+        return None
+    if getattr(getattr(text_encoder, "config", None), "model_type", None) not in DECODER_ONLY_TYPES:
+        return None
+    for path in ("model.language_model", "language_model", "model", ""):
+        m = text_encoder
+        for part in filter(None, path.split(".")):
+            m = getattr(m, part, None)
+        if m is not None and isinstance(getattr(m, "layers", None), torch.nn.ModuleList):
+            return m
+    return None
+
+
 def stream_module(module, device) -> None:
     """Keep ``module``'s weights in pinned CPU memory and copy each block in on a side stream as it runs
-    (diffusers' block-level group offloading; works for diffusers and transformers models alike)."""
+    (diffusers' block-level group offloading; works for diffusers and transformers models alike).
+
+    Block-level offloading groups the layers that are children of the module it is applied to and loads
+    everything else of that module as one group: applied to Gemma 3's top model, whose layers sit at
+    ``model.language_model.layers``, that one group is the whole model. For a text encoder it is applied to
+    :func:`text_decoder`, the module that owns the layers; the parts prompt encoding never runs (vision tower,
+    projector) go to the CPU. The pinned copies are made from wherever the weights are (a GPU-resident part's
+    memory is freed once they exist), so a part is never held twice in CPU memory."""
     import torch
 
     if getattr(module, "_storygraph_streamed", False):
         return
     kw = dict(onload_device=torch.device(device), offload_device=torch.device("cpu"), offload_type="block_level",
               num_blocks_per_group=1, use_stream=True)
-    if hasattr(module, "enable_group_offload"):
+    if hasattr(module, "enable_group_offload"):  # diffusers ModelMixin: its blocks are its own children
         module.enable_group_offload(**kw)
     else:
         from diffusers.hooks import apply_group_offloading
 
-        apply_group_offloading(module, **kw)
+        decoder = text_decoder(module) or module
+        if decoder is not module:
+            inside = {id(t) for t in list(decoder.parameters()) + list(decoder.buffers())}
+            with torch.no_grad():
+                for t in list(module.parameters()) + list(module.buffers()):
+                    if id(t) not in inside and t.device.type != "cpu":
+                        t.data = t.data.to("cpu")
+        apply_group_offloading(decoder, **kw)
     module._storygraph_streamed = True
 
 

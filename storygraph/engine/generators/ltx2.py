@@ -559,16 +559,44 @@ class LTX2Generator:
         elif self.prompt_encoder is not None:
             pe, pm, npe, npm = self.prompt_encoder(req, cfg, self.pipe._execution_device)
         else:
-            pe, pm, npe, npm = self.pipe.encode_prompt(
-                prompt=req.prompt, negative_prompt=req.negative_prompt or "", do_classifier_free_guidance=cfg,
-                max_sequence_length=msl, device=self.pipe._execution_device,
-            )
+            pe, pm = self._encode_text(req.prompt, msl)
+            npe, npm = self._encode_text(req.negative_prompt or "", msl) if cfg else (None, None)
         if cached is None:
             self.prompt_cache.put(key, (pe, pm, npe, npm))
         out = {"prompt_embeds": pe, "prompt_attention_mask": pm}
         if cfg:
             out.update(negative_prompt_embeds=npe, negative_prompt_attention_mask=npm)
         return out
+
+    def _encode_text(self, text: str, max_len: int):
+        """``(hidden states, attention mask)`` of one prompt: what ``LTX2ConditionPipeline.encode_prompt`` gives
+        (Gemma 3's hidden states of every layer, stacked and flattened; the tokenizer padding on the left to
+        ``max_len``), computed with less memory: without autograd (the pipeline's method keeps every layer's
+        activations for a backward pass, ~10 GiB for Gemma 3 12B at 1,024 tokens, alive as long as the cached
+        encoding), without a KV cache, and with the decoder alone (no LM head: its logits are 1,024 x 262,208)."""
+        import torch
+
+        from .gpu_memory import text_decoder
+
+        pipe = self.pipe
+        decoder = text_decoder(pipe.text_encoder)
+        if decoder is None:  # not a Gemma-like encoder: the pipeline's own method, without autograd
+            with torch.no_grad():
+                pe, pm, _, _ = pipe.encode_prompt(prompt=text, do_classifier_free_guidance=False,
+                                                  max_sequence_length=max_len, device=self.device)
+            return pe, pm
+        tok = pipe.tokenizer
+        tok.padding_side = "left"  # as the pipeline: Gemma expects left padding
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        inputs = tok([text.strip()], padding="max_length", max_length=max_len, truncation=True,
+                     add_special_tokens=True, return_tensors="pt")
+        ids, mask = inputs.input_ids.to(self.device), inputs.attention_mask.to(self.device)
+        with torch.no_grad():
+            out = decoder(input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=True)
+            hidden = torch.stack(out.hidden_states, dim=-1).flatten(2, 3).to(pipe.text_encoder.dtype)
+        del out
+        return hidden, mask
 
     def _stage1_sigmas(self, req: GenerationRequest):
         if not self.preset.distilled_sigmas:
