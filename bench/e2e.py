@@ -120,14 +120,14 @@ def build_real(weights: Path, fast: Path | None, fast_limit: int, device: str, l
     from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
-    from generate import REAL_CONFIGS  # bench/generate.py: the Lightricks/LTX-2 diffusers configs
+    from real_configs import configs  # bench/real_configs.py: the Lightricks/LTX-2 diffusers configs
     from storygraph.engine.tiny.encoders import make_clip, make_dino
     from storygraph.engine.tiny.ltx2 import make_tokenizer
 
     weights.mkdir(parents=True, exist_ok=True)
     if fast is not None:
         fast.mkdir(parents=True, exist_ok=True)
-    cfgs = json.loads(json.dumps(REAL_CONFIGS))
+    cfgs = json.loads(json.dumps(configs("2.0")))
     gemma = json.loads(json.dumps(GEMMA3_12B))
     if layers:
         cfgs["transformer"]["num_layers"] = layers
@@ -330,23 +330,16 @@ def child_run(d: str, story: str, timings: str, out: str) -> int:
 
 
 def bare_pipeline_s(gen, req) -> float:
-    """Seconds of one ``LTX2ConditionPipeline`` call for ``req``: the pipeline's own prompt encoding, conditions
-    as ``LTX2VideoCondition``s on LTX-2's latent grid, the distilled sigmas, ``output_type="pt"``."""
+    """Seconds of one call of the loaded pipeline for ``req``: the pipeline's own prompt encoding, the request's
+    conditions as the pipeline takes them (``LTX2VideoCondition`` on LTX-2's latent grid, context memory as
+    ``LTX2MemoryCondition``), the distilled sigmas, the preset's extra arguments, ``output_type="pt"``."""
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler
-    from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
     from diffusers.pipelines.ltx2.utils import DISTILLED_SIGMA_VALUES
-
-    from storygraph.engine.generators.ltx2 import PRESETS
 
     pipe = gen.pipe
     req = gen.normalise(req)
-    stride = int(pipe.vae_temporal_compression_ratio)
-    conds = []
-    for c in req.conditions:
-        idx = int(c.index) if c.index >= 0 else req.frames + int(c.index)
-        conds.append(LTX2VideoCondition(frames=c.load(), index=0 if idx <= 0 else (idx - 1) // stride + 1,
-                                        strength=float(c.strength)))
+    conds = gen._conditions(req)
     sigmas = list(DISTILLED_SIGMA_VALUES) if req.steps == len(DISTILLED_SIGMA_VALUES) else None
     base = pipe.scheduler
     if sigmas is not None:
@@ -360,7 +353,7 @@ def bare_pipeline_s(gen, req) -> float:
              width=req.width, height=req.height, num_frames=req.frames, frame_rate=float(req.fps),
              num_inference_steps=req.steps, sigmas=sigmas, guidance_scale=float(req.guidance),
              audio_guidance_scale=float(req.guidance), generator=torch.Generator("cpu").manual_seed(int(req.seed)),
-             output_type="pt", return_dict=False, **PRESETS["distilled"].call_kwargs)
+             output_type="pt", return_dict=False, **gen.preset.call_kwargs)
         sync()
         return time.perf_counter() - t
     finally:

@@ -122,7 +122,7 @@ def test_run_all_then_cancel_between_denoising_steps(page, studio):
     assert steps_seen.get("s02-package") == [0]  # cancelled between its first and second denoising step
     store = studio.store
     s01, s02 = store.scene("s01-arrival"), store.scene("s02-package")
-    assert s01.status == "done" and Path(s01.video_path).is_file()
+    assert s01.status == "done" and (story_dir / s01.video_path).is_file()  # media paths: relative to the folder
     assert s02.status == "planned" and s02.takes == 0 and s02.video_path is None
     assert store.takes("s02-package") == [] and store.appearances(scene_id="s02-package", accepted_only=False) == []
     assert media_dirs(story_dir, "s02-package") == []
@@ -197,9 +197,10 @@ def test_a_timeline_plays_end_to_end_as_one_file(page, studio):
     assert len(frames) == sum(s.frames for s in specs) and fps == pytest.approx(specs[0].fps)
     start = 0
     for sid, spec in zip(TIMELINE, specs):  # each scene's first frame where the player says it starts
-        own, _ = read_video(studio.store.scene(sid).video_path)
+        folder = studio.engine.dir  # media paths are relative to the story folder
+        own, _ = read_video(folder / studio.store.scene(sid).video_path)
         err = np.mean((frames[start].astype(float) - own[0].astype(float)) ** 2)
-        others = [np.mean((frames[start].astype(float) - read_video(studio.store.scene(o).video_path)[0][0]
+        others = [np.mean((frames[start].astype(float) - read_video(folder / studio.store.scene(o).video_path)[0][0]
                            .astype(float)) ** 2) for o in TIMELINE if o != sid]
         assert err < min(others), (sid, err, others)
         start += spec.frames
