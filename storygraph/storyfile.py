@@ -533,17 +533,26 @@ def story_from_fields(data: dict, source_path: Optional[str] = None) -> Story:
         v = d.get(key)
         return default if v is None else v
 
+    shas: dict = {}
+
+    def sha(path: Optional[str]) -> Optional[str]:
+        """Each file is read once however many references name it (a YAML alias can repeat one a thousand times)."""
+        if path not in shas:
+            shas[path] = file_sha(path)
+        return shas[path]
+
     characters = tuple(Character(id=c["id"], name=c["name"], description=c["description"],
                                  reference_path=c.get("reference"), decay_tau=c.get("decay_tau"),
-                                 reference_sha=file_sha(c.get("reference")))
+                                 reference_sha=sha(c.get("reference")))
                        for c in data.get("characters") or ())
     environments = tuple(Environment(id=e["id"], description=e["description"], name=opt(e, "name", ""),
-                                     reference_path=e.get("reference"), reference_sha=file_sha(e.get("reference")))
+                                     reference_path=e.get("reference"), reference_sha=sha(e.get("reference")))
                          for e in data.get("environments") or ())
     scenes = []
     for s in data["scenes"]:
         references = tuple(Reference(path=r["path"], kind=opt(r, "kind", "character"), character=r.get("character"),
-                                     frame_index=opt(r, "frame_index", 0), strength=opt(r, "strength", 1.0), sha=file_sha(r["path"]))
+                                     frame_index=opt(r, "frame_index", 0), strength=opt(r, "strength", 1.0),
+                                     sha=sha(r["path"]))
                            for r in s.get("references") or ())
         scenes.append(SceneSpec(
             id=s["id"], action=s["action"], characters=tuple(s.get("characters") or ()),
