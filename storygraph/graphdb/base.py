@@ -253,7 +253,8 @@ class CypherStore:
             if gone:
                 run(self.q("transitions_delete"), p({"rows": gone}))
             self._write_structure(run, story.characters, story.environments,
-                                  [(spec, placements[sid]) for sid, spec in new_specs.items()], story.transitions)
+                                  [(spec, placements[sid]) for sid, spec in new_specs.items()], story.transitions,
+                                  scene_ids=old_scenes.keys())
             placed = {sid: placements[sid] for sid in old_scenes
                       if not placements[sid].same_place(old_scenes[sid].placement)}
             self._place(run, placed)
@@ -304,7 +305,9 @@ class CypherStore:
         changes.missing = sorted(sid for sid in old_scenes if sid not in new_specs)
         return changes
 
-    def _write_structure(self, run: Run, characters, environments, scenes, transitions) -> None:
+    def _write_structure(self, run: Run, characters, environments, scenes, transitions,
+                         scene_ids: Optional[Iterable[str]] = None) -> None:
+        """``scene_ids``: the story's scenes before the write, when the caller has already read them."""
         each = self._batched(run)
         if characters:
             self._upsert(run, "character", "characters", [
@@ -317,7 +320,7 @@ class CypherStore:
                 for e in environments])
         if scenes:
             ids = [spec.id for spec, _ in scenes]
-            self._upsert(run, "scene", "scenes", [_scene_row(s, pl) for s, pl in scenes])
+            self._upsert(run, "scene", "scenes", [_scene_row(s, pl) for s, pl in scenes], scene_ids)
             for name in ("scene_story_link", "scene_environment_clear", "scene_environment_link", "appears_in_prune"):
                 each(name, "ids", ids)
             each("appears_in_plan", "rows", ({"scene": s.id, "character": c} for s, _ in scenes for c in s.characters),
@@ -328,13 +331,14 @@ class CypherStore:
             each("transitions_replace", "rows", rows)  # a scene has one incoming transition
             each("transitions_upsert", "rows", rows)
 
-    def _upsert(self, run: Run, kind: str, plural: str, rows: list[dict]) -> None:
+    def _upsert(self, run: Run, kind: str, plural: str, rows: list[dict],
+                have: Optional[Iterable[str]] = None) -> None:
         """Create the rows the story lacks and update the others (``<plural>_create``, ``<plural>_upsert``).
 
         Not MERGE: LadybugDB's MERGE grows slower with the table (a load of n scenes cost O(n^2)), and a node
         created whole costs half the time and memory of one created bare and then set. Reading the story's
-        ids is one scan."""
-        have = {r["id"] for r in run(self.q(f"{kind}_ids"), self._params())}
+        ids is one scan (none when the caller gives them as ``have``)."""
+        have = set(have) if have is not None else {r["id"] for r in run(self.q(f"{kind}_ids"), self._params())}
         each = self._batched(run)
         each(f"{plural}_create", "rows", (r for r in rows if r["id"] not in have), now=now_iso())
         each(f"{plural}_upsert", "rows", (r for r in rows if r["id"] in have))
