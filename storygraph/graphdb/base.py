@@ -277,11 +277,11 @@ class CypherStore:
         old_chars = {r["id"]: character_from_row(r) for r in run(self.q("characters_all"), p())}
         old_envs = {r["id"]: environment_from_row(r) for r in run(self.q("environments_all"), p())}
         for c in story.characters:
-            if c.id in old_chars and character_changes(old_chars[c.id], c):
-                changes.characters[c.id] = character_changes(old_chars[c.id], c)
+            if c.id in old_chars and (changed := character_changes(old_chars[c.id], c)):
+                changes.characters[c.id] = changed
         for e in story.environments:
-            if e.id in old_envs and environment_changes(old_envs[e.id], e):
-                changes.environments[e.id] = environment_changes(old_envs[e.id], e)
+            if e.id in old_envs and (changed := environment_changes(old_envs[e.id], e)):
+                changes.environments[e.id] = changed
         new_in = {t.to_id: t for t in story.transitions}
         for sid, spec in new_specs.items():
             old = old_scenes.get(sid)
