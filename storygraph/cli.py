@@ -346,7 +346,7 @@ def query(cypher, graph, story_id, database, params, as_json, timeout, max_rows)
         table.add_row(*(json.dumps(v, ensure_ascii=False, default=str) if not isinstance(v, str) else v for v in row))
     console = _console()
     console.print(table)
-    more = f" — truncated: more rows matched (raise --max-rows)" if result.truncated else ""
+    more = " — truncated: more rows matched (raise --max-rows)" if result.truncated else ""
     console.print(f"{len(result.rows)} row(s){more}")
 
 
