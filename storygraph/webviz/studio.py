@@ -52,8 +52,8 @@ def runs():
         target = _id(target, "target")
         if kind == "scene":
             _scene_or_404(target)
-        elif not any(s.placement.branch == target for s in v.store.scenes()):
-            raise NotFound(f"no timeline {target!r}")
+        else:
+            _timeline_or_404(v.store, target)
     elif target not in (None, ""):
         raise BadRequest(f"target: a {kind} run takes none")
     else:
@@ -101,8 +101,8 @@ def cut():
     d = _body({"branch"}, "cut")
     branch = d.get("branch")
     branch = None if branch in (None, "") else _id(branch, "branch")
-    if branch is not None and not any(s.placement.branch == branch for s in v.store.scenes()):
-        raise NotFound(f"no timeline {branch!r}")
+    if branch is not None:
+        _timeline_or_404(v.store, branch)
     story_dir = Path(v.media.root).parent
     planned = plan_cut(v.store, branch, story_dir)
     folder = Path(v.media.root) / "cuts"
@@ -121,6 +121,11 @@ def cut():
         s.pop("video_path", None)
     out["url"] = v.media.url(str(path), must_exist=True)
     return jsonify(out)
+
+
+def _timeline_or_404(store, branch: str) -> None:
+    if not any(s.placement.branch == branch for s in store.scenes()):
+        raise NotFound(f"no timeline {branch!r}")
 
 
 def _safe_name(branch: str) -> str:
