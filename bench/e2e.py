@@ -31,6 +31,7 @@ seconds per scene, placement and out-of-memory retries. Random weights measure s
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -50,17 +51,6 @@ SCENES = ("s01-arrival", "s02-package", "s04-meeting", "s05-beam", "s06-escape",
 TRANSITIONS = (("s01-arrival", "s02-package", "continuous"), ("s02-package", "s04-meeting", "cut"),
                ("s04-meeting", "s05-beam", "continuous"), ("s05-beam", "s06-escape", "cut"),
                ("s06-escape", "s07-dawn", "continuous"))
-#: Gemma 3 12B (google/gemma-3-12b-it), the text encoder of Lightricks/LTX-2
-GEMMA3_12B = {
-    "text_config": dict(vocab_size=262208, hidden_size=3840, intermediate_size=15360, num_hidden_layers=48,
-                        num_attention_heads=16, num_key_value_heads=8, head_dim=256, sliding_window=1024,
-                        max_position_embeddings=131072, query_pre_attn_scalar=256, rms_norm_eps=1e-6,
-                        hidden_activation="gelu_pytorch_tanh"),
-    "vision_config": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                          image_size=896, patch_size=14, vision_use_head=False),
-    "mm_tokens_per_image": 256, "boi_token_index": 255999, "eoi_token_index": 256000, "image_token_index": 262144,
-    "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2,
-}
 GENERATOR_FORWARD = ("text_encode_s", "denoise_s", "vae_encode_s", "vae_decode_s", "audio_decode_s", "upsample_s")
 
 
@@ -120,15 +110,15 @@ def build_real(weights: Path, fast: Path | None, fast_limit: int, device: str, l
     from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
-    from real_configs import configs  # bench/real_configs.py: the Lightricks/LTX-2 diffusers configs
+    from real_configs import GEMMA3_12B, configs  # bench/real_configs.py: the Lightricks/LTX-2 configs
     from storygraph.engine.tiny.encoders import make_clip, make_dino
     from storygraph.engine.tiny.ltx2 import make_tokenizer
 
     weights.mkdir(parents=True, exist_ok=True)
     if fast is not None:
         fast.mkdir(parents=True, exist_ok=True)
-    cfgs = json.loads(json.dumps(configs("2.0")))
-    gemma = json.loads(json.dumps(GEMMA3_12B))
+    cfgs = configs("2.0")
+    gemma = copy.deepcopy(GEMMA3_12B)
     if layers:
         cfgs["transformer"]["num_layers"] = layers
         gemma["text_config"]["num_hidden_layers"] = layers

@@ -1,4 +1,5 @@
-"""Real-size LTX-2.0, 2.3 and 2.5 component configs in diffusers form, for benchmarks with random weights.
+"""Real-size LTX-2.0, 2.3 and 2.5 component configs in diffusers form, and LTX-2.0's Gemma 3 12B text encoder in
+transformers form, for benchmarks with random weights.
 
 Source: huggingface/diffusers ``scripts/convert_ltx2_to_diffusers.py`` at 58eb52c0 (``get_ltx2_transformer_config``,
 ``get_ltx2_connectors_config``, ``get_ltx2_video_vae_config``, ``get_ltx2_audio_vae_config``,
@@ -131,3 +132,15 @@ def configs(version: str) -> dict:
 TEXT_SHAPE = {"2.0": (1024, 49, 3840), "2.3": (1024, 49, 3840), "2.5": (1024, 49, 3840)}
 #: Parameters of the published transformers, for a sanity check of a build.
 PUBLISHED_PARAMS = {"2.0": "19B", "2.3": "22B", "2.5": "22B"}
+
+#: Gemma 3 12B (google/gemma-3-12b-it), the text encoder of Lightricks/LTX-2
+GEMMA3_12B = {
+    "text_config": dict(vocab_size=262208, hidden_size=3840, intermediate_size=15360, num_hidden_layers=48,
+                        num_attention_heads=16, num_key_value_heads=8, head_dim=256, sliding_window=1024,
+                        max_position_embeddings=131072, query_pre_attn_scalar=256, rms_norm_eps=1e-6,
+                        hidden_activation="gelu_pytorch_tanh"),
+    "vision_config": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                          image_size=896, patch_size=14, vision_use_head=False),
+    "mm_tokens_per_image": 256, "boi_token_index": 255999, "eoi_token_index": 256000, "image_token_index": 262144,
+    "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2,
+}

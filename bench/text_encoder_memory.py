@@ -30,7 +30,7 @@ def main() -> int:
     import transformers
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
-    from e2e import GEMMA3_12B
+    from real_configs import GEMMA3_12B
     from storygraph.engine.generators.gpu_memory import stream_module, text_decoder
 
     def snap(t0):

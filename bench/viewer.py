@@ -279,6 +279,41 @@ def load_clients(host, port, token, clients, rps, seconds, scenes, characters, q
 # -- main -----------------------------------------------------------------------------------------
 
 
+def load_test(viewer, rs, store, story, used: int, args) -> dict:
+    """--clients SSE streams and --rps API requests/s for --seconds, with a commit every --commit-every seconds
+    (scenes from index ``used`` on) so the streams carry events."""
+    scene_ids = [s.id for s in story.scenes]
+    time.sleep(1.0)
+    baseline_streams = viewer.hub.clients  # streams of closed pages linger until their next write
+    ctx = mp.get_context("spawn")
+    q_out, q_in = ctx.Queue(), ctx.Queue()
+    host, port = rs.server.host, rs.server.port
+    proc = ctx.Process(target=load_clients, args=(host, port, rs.token, args.clients, args.rps, args.seconds,
+                                                  scene_ids, [c.id for c in story.characters], q_out, q_in))
+    proc.start()
+    assert q_out.get(timeout=60) == "streams-open"
+    connected = viewer.hub.clients - baseline_streams
+    seqs = []
+    t_end = time.monotonic() + args.seconds
+    i = used
+    while time.monotonic() < t_end:
+        seqs.append(commit(store, scene_ids[i % len(scene_ids)], take=1 + i // len(scene_ids)))
+        i += 1
+        time.sleep(args.commit_every)
+    q_in.put(seqs)
+    res = q_out.get(timeout=180)
+    proc.join(timeout=30)
+    return {
+        "stream_clients_connected": connected,
+        "load_seconds": args.seconds, "load_clients": args.clients, "load_rps": args.rps,
+        "errors": res["api_errors"] + res["stream_errors"] + res["missing_events"],
+        "p99_ms": res["p99_ms"], "p50_ms": res["p50_ms"], "max_ms": res["max_ms"],
+        "requests": res["requests"], "api_errors": res["api_errors"], "stream_errors": res["stream_errors"],
+        "missing_events": res["missing_events"], "events_per_client": res["events_expected_per_client"],
+        "p99_ms_by_route": res["p99_ms_by_route"],
+    }
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nodes", type=int, default=10_000)
@@ -335,42 +370,8 @@ def main(argv=None) -> int:
         else:
             used = args.done
 
-        if args.skip_load:
-            rs.stop()
-            store.close()
-            out["cpu_count"] = os.cpu_count()
-            out["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
-            print(json.dumps(out))
-            return 0
-        # 50 streams + 20 requests/s, with a commit every few seconds so the streams carry events
-        time.sleep(1.0)
-        baseline_streams = viewer.hub.clients  # streams of closed pages linger until their next write
-        ctx = mp.get_context("spawn")
-        q_out, q_in = ctx.Queue(), ctx.Queue()
-        host, port = rs.server.host, rs.server.port
-        proc = ctx.Process(target=load_clients, args=(host, port, rs.token, args.clients, args.rps, args.seconds,
-                                                      scene_ids, [c.id for c in story.characters], q_out, q_in))
-        proc.start()
-        assert q_out.get(timeout=60) == "streams-open"
-        out["stream_clients_connected"] = viewer.hub.clients - baseline_streams
-        seqs = []
-        t_end = time.monotonic() + args.seconds
-        i = used
-        while time.monotonic() < t_end:
-            seqs.append(commit(store, scene_ids[i % len(scene_ids)], take=1 + i // len(scene_ids)))
-            i += 1
-            time.sleep(args.commit_every)
-        q_in.put(seqs)
-        res = q_out.get(timeout=180)
-        proc.join(timeout=30)
-        out.update({
-            "load_seconds": args.seconds, "load_clients": args.clients, "load_rps": args.rps,
-            "errors": res["api_errors"] + res["stream_errors"] + res["missing_events"],
-            "p99_ms": res["p99_ms"], "p50_ms": res["p50_ms"], "max_ms": res["max_ms"],
-            "requests": res["requests"], "api_errors": res["api_errors"], "stream_errors": res["stream_errors"],
-            "missing_events": res["missing_events"], "events_per_client": res["events_expected_per_client"],
-            "p99_ms_by_route": res["p99_ms_by_route"],
-        })
+        if not args.skip_load:
+            out.update(load_test(viewer, rs, store, story, used, args))
         rs.stop()
         store.close()
         out["cpu_count"] = os.cpu_count()

@@ -43,13 +43,17 @@ class BadRequest(InvalidInput):
             self.http_status = status
 
 
-def _body() -> dict:
+def _body(allowed: Optional[set] = None, what: str = "") -> dict:
+    """The request's JSON object; with ``allowed``, any other field is refused (naming the body as ``what``)."""
     try:
         data = request.get_json(silent=True)
     except RecursionError:  # nesting deeper than the JSON decoder goes
         raise BadRequest("expected a JSON object (nested too deeply)") from None
     if not isinstance(data, dict):
         raise BadRequest("expected a JSON object")
+    unknown = sorted(set(data) - allowed) if allowed is not None else []
+    if unknown:
+        raise BadRequest(f"unknown {what + ' ' if what else ''}fields: {', '.join(unknown)}")
     return data
 
 

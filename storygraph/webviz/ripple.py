@@ -20,10 +20,7 @@ def delete_scene(scene_id: str):
     """Delete a scene (body ``{"cascade": true}`` to delete the generated scenes after it too)."""
     v = _engine()
     _scene_or_404(scene_id)
-    d = _body()
-    unknown = set(d) - {"cascade"}
-    if unknown:
-        raise BadRequest(f"unknown fields: {', '.join(sorted(unknown))}")
+    d = _body({"cascade"})
     cascade = d.get("cascade", False)
     if not isinstance(cascade, bool):
         raise BadRequest("cascade: expected true or false")

@@ -43,10 +43,7 @@ REFERENCE_TARGETS = ("character", "environment", "scene")
 @bp.post("/runs")
 def runs():
     v = _engine()
-    d = _body()
-    unknown = set(d) - {"kind", "target", "takes"}
-    if unknown:
-        raise BadRequest(f"unknown run fields: {', '.join(sorted(unknown))}")
+    d = _body({"kind", "target", "takes"}, "run")
     kind = d.get("kind", "all")
     if kind not in RUN_KINDS:
         raise BadRequest(f"kind: expected one of {', '.join(RUN_KINDS)}")
@@ -55,8 +52,8 @@ def runs():
         target = _id(target, "target")
         if kind == "scene":
             _scene_or_404(target)
-        elif not any(s.placement.branch == target for s in v.store.scenes()):
-            raise NotFound(f"no timeline {target!r}")
+        else:
+            _timeline_or_404(v.store, target)
     elif target not in (None, ""):
         raise BadRequest(f"target: a {kind} run takes none")
     else:
@@ -101,14 +98,11 @@ def cut():
     v = _viewer()
     if v.media.root is None:
         raise Conflict("this viewer serves no media (no story folder): nothing to play")
-    d = _body()
-    unknown = set(d) - {"branch"}
-    if unknown:
-        raise BadRequest(f"unknown cut fields: {', '.join(sorted(unknown))}")
+    d = _body({"branch"}, "cut")
     branch = d.get("branch")
     branch = None if branch in (None, "") else _id(branch, "branch")
-    if branch is not None and not any(s.placement.branch == branch for s in v.store.scenes()):
-        raise NotFound(f"no timeline {branch!r}")
+    if branch is not None:
+        _timeline_or_404(v.store, branch)
     story_dir = Path(v.media.root).parent
     planned = plan_cut(v.store, branch, story_dir)
     folder = Path(v.media.root) / "cuts"
@@ -127,6 +121,11 @@ def cut():
         s.pop("video_path", None)
     out["url"] = v.media.url(str(path), must_exist=True)
     return jsonify(out)
+
+
+def _timeline_or_404(store, branch: str) -> None:
+    if not any(s.placement.branch == branch for s in store.scenes()):
+        raise NotFound(f"no timeline {branch!r}")
 
 
 def _safe_name(branch: str) -> str:
@@ -153,10 +152,7 @@ def _image_bytes(value) -> bytes:
 def add_reference():
     request.max_content_length = UPLOAD_LIMIT
     v = _engine()
-    d = _body()
-    unknown = set(d) - {"image", "to", "id", "kind", "character", "strength"}
-    if unknown:
-        raise BadRequest(f"unknown reference fields: {', '.join(sorted(unknown))}")
+    d = _body({"image", "to", "id", "kind", "character", "strength"}, "reference")
     to, target = _reference_target(d)
     data = _image_bytes(d.get("image"))
     try:
@@ -171,10 +167,7 @@ def add_reference():
 @bp.delete("/references")
 def remove_reference():
     v = _engine()
-    d = _body()
-    unknown = set(d) - {"to", "id", "kind", "character"}
-    if unknown:
-        raise BadRequest(f"unknown reference fields: {', '.join(sorted(unknown))}")
+    d = _body({"to", "id", "kind", "character"}, "reference")
     to, target = _reference_target(d)
     _attach(v, to, target, d, None)
     return jsonify({"ok": True, "to": to, "id": target})
