@@ -204,3 +204,17 @@ def test_re_parenting_in_the_file_leaves_one_parent_and_marks_the_moved_subtree(
     # s03 is no longer before s04: Tomas has nothing to remember there
     assert {sid: made_from(engine, sid) for sid in ("s04", "s05", "s06")} == {
         "s04": set(), "s05": {"s02"}, "s06": {"s05"}}
+
+
+def test_a_transition_removed_from_the_file_is_removed_from_the_graph(story):
+    """s07 loses its incoming transition in the file: it starts a timeline of its own, the graph keeps no edge into
+    it, and, having been made as what followed s03, it is stale."""
+    engine, src = story
+    path = write_story(src)
+    path.write_text(path.read_text(encoding="utf-8").replace("  - {from: s03, to: s07, kind: cut}\n", ""),
+                    encoding="utf-8")
+    engine.load(path)
+    assert [(t.from_id, t.to_id) for t in engine.store.transitions() if t.to_id == "s07"] == []
+    s07 = engine.store.scene("s07")
+    assert s07.placement.parent_id is None and s07.status == "stale" and s07.stale_from == "s07"
+    assert {sid for sid, v in status(engine).items() if v[0] != "done"} == {"s07"}
