@@ -93,6 +93,13 @@ def test_a_scene_with_generated_scenes_after_it_is_deleted_only_with_cascade(stu
     assert call(app, "DELETE", "/api/scenes/s04-meeting").status_code == 404
 
 
+def test_a_delete_with_a_field_it_does_not_take_is_refused_and_deletes_nothing(studio):
+    engine, app = studio
+    r = call(app, "DELETE", "/api/scenes/s04-meeting", {"cascade": True, "everything": True})
+    assert r.status_code == 400 and "everything" in r.get_json()["error"]
+    assert engine.store.scene("s04-meeting") is not None and engine.store.scene("s05-beam") is not None
+
+
 def test_deleting_a_transition_detaches_what_follows_it(studio):
     engine, app = studio
     r = call(app, "DELETE", "/api/transitions/s02-package/s03-keeper")
