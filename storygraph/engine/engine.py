@@ -61,20 +61,6 @@ STAGES = ("plan", "retrieve", "condition", "generate", "observe", "commit")
 ProgressFn = Callable[[str, str, dict], None]  # (scene id, stage, info)
 
 
-def _subtree(roots, transitions) -> set:
-    """The ids of ``roots`` and every scene after them along the transitions."""
-    children: dict = {}
-    for t in transitions:
-        children.setdefault(t.from_id, []).append(t.to_id)
-    out, stack = set(), list(roots)
-    while stack:
-        sid = stack.pop()
-        if sid not in out:
-            out.add(sid)
-            stack.extend(children.get(sid, ()))
-    return out
-
-
 @dataclass
 class SceneWork:
     """What the stages of one scene hand each other."""
