@@ -262,11 +262,9 @@ class StoryEngine:
         """Join two scenes. A scene has one incoming transition: one from another parent replaces it in the same
         transaction, placements (clock, branch) are recomputed from the whole story, and the moved subtree is
         stale. Returns ``{scene id: reason}`` of the scenes marked stale."""
-        self.checks.transition(transition)  # unknown scenes, loops, a second parent: refused by field
-        old = {t.to_id: t for t in self.store.transitions()}
-        before = old.get(transition.to_id)
-        transitions = [Transition(t.from_id, t.to_id, t.kind, t.gap) for t in old.values()
-                       if t.to_id != transition.to_id] + [transition]
+        # unknown scenes, loops, a second parent: refused by field; else every scene's placement with it
+        placements = self.checks.transition(transition)
+        before = next((t for t in self.store.transitions() if t.to_id == transition.to_id), None)
         record = self._transition_record(transition)
         changed, moved = {}, None
         if before is None or before.from_id != transition.from_id:
@@ -277,7 +275,7 @@ class StoryEngine:
             if what:
                 changed[transition.to_id] = Cause(transition.to_id,
                                                   f"transition from {transition.from_id} changed: {', '.join(what)}")
-        marks = self._retime(transitions, changed, moved=moved, upsert=[record])
+        marks = self._retime(placements, changed, moved=moved, upsert=[record])
         self.store.append_event("transition.added", transition.to_id, {"from": transition.from_id, "stale": len(marks)})
         return marks
 
@@ -287,15 +285,16 @@ class StoryEngine:
         if not any(t.from_id == from_id and t.to_id == to_id for t in old):
             raise SceneNotFound(f"no transition from {from_id!r} to {to_id!r}")
         transitions = [t for t in old if not (t.from_id == from_id and t.to_id == to_id)]
-        marks = self._retime(transitions, {}, moved=(to_id, f"moved: detached from {from_id}"),
+        placements = place_scenes(self.store.ids("scene"), transitions)
+        marks = self._retime(placements, {}, moved=(to_id, f"moved: detached from {from_id}"),
                              delete=[(from_id, to_id)])
         self.store.append_event("transition.deleted", to_id, {"from": from_id, "stale": len(marks)})
         return marks
 
-    def _retime(self, transitions: list[Transition], changed: dict, moved=None, upsert=(), delete=()) -> dict:
-        """Write a new set of transitions: placements recomputed, ``moved = (scene, why)`` and its subtree stale."""
+    def _retime(self, placements: dict, changed: dict, moved=None, upsert=(), delete=()) -> dict:
+        """Write a new set of transitions (``placements``: every scene's, with them), ``moved = (scene, why)`` and
+        its subtree stale."""
         scenes = self.store.scenes()
-        placements = place_scenes([s.id for s in scenes], transitions)
         if moved is not None:
             root, text = moved
             for sid in subtree(placements, root):
