@@ -753,29 +753,14 @@ class StoryEngine:
         if flight is None:
             return
         sid, times = flight.scene_id, flight.work.timings
-        t = time.perf_counter()
         try:
-            try:
-                for job in flight.jobs:
-                    job.wait()
-            finally:
-                times["media_wait_s"] = time.perf_counter() - t
-                times["media_write_s"] = sum(j.seconds for j in flight.jobs)
+            self._wait_for_media(flight)
             self._stage(sid, "commit", flight.progress, take=flight.best.take.take)
             t = time.perf_counter()
             self._commit(flight.work, flight.outcomes, flight.best)
             times["commit_s"] = time.perf_counter() - t
         except BaseException as e:
-            self._pending.clear()
-            dropped = [a.id for a in flight.accepted_appearances()]
-            if self.index.is_open():
-                for index in self.indexes().values():
-                    index.remove(dropped)
-            if isinstance(e, Exception):
-                try:
-                    self.store.set_scene_status(sid, "failed", note=f"{type(e).__name__}: {e}")
-                except Exception:  # a full disk fails this write too: the scene stays unfinished, resume redoes it
-                    pass
+            self._drop(flight, e)
             raise
         self._pending.clear()
         if flight.last_frames:
@@ -784,6 +769,32 @@ class StoryEngine:
             times["wall_s"] = time.perf_counter() - self._slot[1]
             self._slot = None
         self._report_timings(flight)
+
+    @staticmethod
+    def _wait_for_media(flight: InFlight) -> None:
+        """Until the takes' files are on disk (raises what writing them raised); the wait and the writing time go
+        to the scene's timings."""
+        times, t = flight.work.timings, time.perf_counter()
+        try:
+            for job in flight.jobs:
+                job.wait()
+        finally:
+            times["media_wait_s"] = time.perf_counter() - t
+            times["media_write_s"] = sum(j.seconds for j in flight.jobs)
+
+    def _drop(self, flight: InFlight, error: BaseException) -> None:
+        """After the scene in flight could not be committed: retrieval and the vector index forget it, and (for an
+        error, not an interrupt) it is marked failed."""
+        self._pending.clear()
+        dropped = [a.id for a in flight.accepted_appearances()]
+        if self.index.is_open():
+            for index in self.indexes().values():
+                index.remove(dropped)
+        if isinstance(error, Exception):
+            try:
+                self.store.set_scene_status(flight.scene_id, "failed", note=f"{type(error).__name__}: {error}")
+            except Exception:  # a full disk fails this write too: the scene stays unfinished, resume redoes it
+                pass
 
     def _report_timings(self, flight: InFlight) -> None:
         if not self._timing_listeners:
