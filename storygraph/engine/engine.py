@@ -61,20 +61,6 @@ STAGES = ("plan", "retrieve", "condition", "generate", "observe", "commit")
 ProgressFn = Callable[[str, str, dict], None]  # (scene id, stage, info)
 
 
-def _subtree(roots, transitions) -> set:
-    """The ids of ``roots`` and every scene after them along the transitions."""
-    children: dict = {}
-    for t in transitions:
-        children.setdefault(t.from_id, []).append(t.to_id)
-    out, stack = set(), list(roots)
-    while stack:
-        sid = stack.pop()
-        if sid not in out:
-            out.add(sid)
-            stack.extend(children.get(sid, ()))
-    return out
-
-
 @dataclass
 class SceneWork:
     """What the stages of one scene hand each other."""
@@ -276,11 +262,9 @@ class StoryEngine:
         """Join two scenes. A scene has one incoming transition: one from another parent replaces it in the same
         transaction, placements (clock, branch) are recomputed from the whole story, and the moved subtree is
         stale. Returns ``{scene id: reason}`` of the scenes marked stale."""
-        self.checks.transition(transition)  # unknown scenes, loops, a second parent: refused by field
-        old = {t.to_id: t for t in self.store.transitions()}
-        before = old.get(transition.to_id)
-        transitions = [Transition(t.from_id, t.to_id, t.kind, t.gap) for t in old.values()
-                       if t.to_id != transition.to_id] + [transition]
+        # unknown scenes, loops, a second parent: refused by field; else every scene's placement with it
+        placements = self.checks.transition(transition)
+        before = next((t for t in self.store.transitions() if t.to_id == transition.to_id), None)
         record = self._transition_record(transition)
         changed, moved = {}, None
         if before is None or before.from_id != transition.from_id:
@@ -291,7 +275,7 @@ class StoryEngine:
             if what:
                 changed[transition.to_id] = Cause(transition.to_id,
                                                   f"transition from {transition.from_id} changed: {', '.join(what)}")
-        marks = self._retime(transitions, changed, moved=moved, upsert=[record])
+        marks = self._retime(placements, changed, moved=moved, upsert=[record])
         self.store.append_event("transition.added", transition.to_id, {"from": transition.from_id, "stale": len(marks)})
         return marks
 
@@ -301,15 +285,16 @@ class StoryEngine:
         if not any(t.from_id == from_id and t.to_id == to_id for t in old):
             raise SceneNotFound(f"no transition from {from_id!r} to {to_id!r}")
         transitions = [t for t in old if not (t.from_id == from_id and t.to_id == to_id)]
-        marks = self._retime(transitions, {}, moved=(to_id, f"moved: detached from {from_id}"),
+        placements = place_scenes(self.store.ids("scene"), transitions)
+        marks = self._retime(placements, {}, moved=(to_id, f"moved: detached from {from_id}"),
                              delete=[(from_id, to_id)])
         self.store.append_event("transition.deleted", to_id, {"from": from_id, "stale": len(marks)})
         return marks
 
-    def _retime(self, transitions: list[Transition], changed: dict, moved=None, upsert=(), delete=()) -> dict:
-        """Write a new set of transitions: placements recomputed, ``moved = (scene, why)`` and its subtree stale."""
+    def _retime(self, placements: dict, changed: dict, moved=None, upsert=(), delete=()) -> dict:
+        """Write a new set of transitions (``placements``: every scene's, with them), ``moved = (scene, why)`` and
+        its subtree stale."""
         scenes = self.store.scenes()
-        placements = place_scenes([s.id for s in scenes], transitions)
         if moved is not None:
             root, text = moved
             for sid in subtree(placements, root):
@@ -768,29 +753,14 @@ class StoryEngine:
         if flight is None:
             return
         sid, times = flight.scene_id, flight.work.timings
-        t = time.perf_counter()
         try:
-            try:
-                for job in flight.jobs:
-                    job.wait()
-            finally:
-                times["media_wait_s"] = time.perf_counter() - t
-                times["media_write_s"] = sum(j.seconds for j in flight.jobs)
+            self._wait_for_media(flight)
             self._stage(sid, "commit", flight.progress, take=flight.best.take.take)
             t = time.perf_counter()
             self._commit(flight.work, flight.outcomes, flight.best)
             times["commit_s"] = time.perf_counter() - t
         except BaseException as e:
-            self._pending.clear()
-            dropped = [a.id for a in flight.accepted_appearances()]
-            if self.index.is_open():
-                for index in self.indexes().values():
-                    index.remove(dropped)
-            if isinstance(e, Exception):
-                try:
-                    self.store.set_scene_status(sid, "failed", note=f"{type(e).__name__}: {e}")
-                except Exception:  # a full disk fails this write too: the scene stays unfinished, resume redoes it
-                    pass
+            self._drop(flight, e)
             raise
         self._pending.clear()
         if flight.last_frames:
@@ -799,6 +769,32 @@ class StoryEngine:
             times["wall_s"] = time.perf_counter() - self._slot[1]
             self._slot = None
         self._report_timings(flight)
+
+    @staticmethod
+    def _wait_for_media(flight: InFlight) -> None:
+        """Until the takes' files are on disk (raises what writing them raised); the wait and the writing time go
+        to the scene's timings."""
+        times, t = flight.work.timings, time.perf_counter()
+        try:
+            for job in flight.jobs:
+                job.wait()
+        finally:
+            times["media_wait_s"] = time.perf_counter() - t
+            times["media_write_s"] = sum(j.seconds for j in flight.jobs)
+
+    def _drop(self, flight: InFlight, error: BaseException) -> None:
+        """After the scene in flight could not be committed: retrieval and the vector index forget it, and (for an
+        error, not an interrupt) it is marked failed."""
+        self._pending.clear()
+        dropped = [a.id for a in flight.accepted_appearances()]
+        if self.index.is_open():
+            for index in self.indexes().values():
+                index.remove(dropped)
+        if isinstance(error, Exception):
+            try:
+                self.store.set_scene_status(flight.scene_id, "failed", note=f"{type(error).__name__}: {error}")
+            except Exception:  # a full disk fails this write too: the scene stays unfinished, resume redoes it
+                pass
 
     def _report_timings(self, flight: InFlight) -> None:
         if not self._timing_listeners:
